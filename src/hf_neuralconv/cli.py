@@ -1,0 +1,132 @@
+"""The `hf-neuralconv` command: train, evaluate and chat with the neural conversation models."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoding (transformers generate)")
+    group.add_argument("--max-new-tokens", type=int, default=32)
+    group.add_argument("--num-beams", type=int, default=1, help="beam size (1: greedy or sampling)")
+    group.add_argument("--num-return-sequences", type=int, default=1, help="N-best list size (<= num beams)")
+    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
+    group.add_argument("--temperature", type=float, default=1.0)
+    group.add_argument("--top-k", type=int, default=50)
+    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--context-turns", type=int, default=None, help="turns kept before the message")
+
+
+def _decoding_kwargs(args: argparse.Namespace) -> dict:
+    if args.num_return_sequences > max(args.num_beams, 1) and not args.do_sample:
+        raise SystemExit("--num-return-sequences cannot exceed --num-beams for greedy/beam search.")
+    kwargs = {
+        "max_new_tokens": args.max_new_tokens,
+        "num_beams": args.num_beams,
+        "num_return_sequences": args.num_return_sequences,
+        "do_sample": args.do_sample,
+    }
+    if args.do_sample:
+        kwargs.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return kwargs
+
+
+def _print_replies(replies) -> None:
+    for rank, reply in enumerate(replies, start=1):
+        prefix = f"  {rank}." if len(replies) > 1 else "Bot:"
+        score = f"  ({reply.score:.3f})" if reply.score is not None and len(replies) > 1 else ""
+        print(f"{prefix} {reply.text}{score}", flush=True)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from .training import parse_config, train
+
+    results = train(*parse_config(args.config))
+    print(json.dumps(results, indent=2))
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_model
+
+    results = evaluate_model(args.model_dir, tuple(args.ngram_orders), args.split, args.batch_size)
+    print(json.dumps(results, indent=2))
+    if args.output:
+        output = Path(args.output)
+        if output.exists() and not args.overwrite:
+            raise SystemExit(f"{output} exists; pass --overwrite to replace it.")
+        output.write_text(json.dumps(results, indent=2))
+
+
+def command_chat(args: argparse.Namespace) -> None:
+    from .chat import Responder
+
+    responder = Responder(args.model_dir)
+    decoding = _decoding_kwargs(args)
+    if args.prompts:
+        # Non-interactive: every line of the file is answered on its own (one-turn conversations).
+        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        for line in (line.strip() for line in lines):
+            if line:
+                print(f"Human: {line}")
+                _print_replies(responder.reply([line], args.context_turns, **decoding))
+        return
+    print("Chat with the model. /reset starts a new conversation, /quit (or Ctrl-D) leaves.", flush=True)
+    history: list[str] = []
+    while True:
+        try:
+            message = input("Human: ")
+        except EOFError:
+            print()
+            return
+        if message.strip() == "/quit":
+            return
+        if message.strip() == "/reset":
+            history = []
+            print("(conversation reset)")
+            continue
+        try:
+            replies = responder.reply([*history, message], args.context_turns, **decoding)
+        except ValueError as error:
+            print(f"(!) {error}")
+            continue
+        _print_replies(replies)
+        history += [message, replies[0].text]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-neuralconv", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model from a recipe YAML (Trainer; accelerate/torchrun ready)")
+    train.add_argument("config", help="recipe YAML, e.g. recipes/seq2seq/quickstart.yaml")
+    train.set_defaults(run=command_train)
+
+    evaluate = commands.add_parser("evaluate", help="test perplexity of a model next to KenLM n-gram LMs")
+    evaluate.add_argument("model_dir")
+    evaluate.add_argument("--ngram-orders", type=int, nargs="*", default=[], help="e.g. 3 5 (needs KenLM lmplz)")
+    evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--output", help="also write the results to this JSON file")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    evaluate.set_defaults(run=command_evaluate)
+
+    chat = commands.add_parser("chat", help="chat in the terminal, or answer a file of prompts (--prompts)")
+    chat.add_argument("model_dir")
+    chat.add_argument("--prompts", help="answer each line of this file instead of chatting interactively")
+    _add_decoding_arguments(chat)
+    chat.set_defaults(run=command_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as error:
+        print(f"hf-neuralconv {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+from .dialogue import (
+    DataFormatError,
+    build_dataset_dict,
+    chitchat_turns,
+    dialogue_examples,
+    load_chitchat,
+    load_dialogue_file,
+    split_conversations,
+)
+from .tokenization import (
+    BOT,
+    SPECIAL_TOKENS,
+    USER,
+    encode_examples,
+    encode_source,
+    encode_target,
+    source_text,
+    train_word_tokenizer,
+)
+
+__all__ = [
+    "BOT",
+    "SPECIAL_TOKENS",
+    "USER",
+    "DataFormatError",
+    "build_dataset_dict",
+    "chitchat_turns",
+    "dialogue_examples",
+    "encode_examples",
+    "encode_source",
+    "encode_target",
+    "load_chitchat",
+    "load_dialogue_file",
+    "source_text",
+    "split_conversations",
+    "train_word_tokenizer",
+]

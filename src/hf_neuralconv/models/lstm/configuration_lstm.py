@@ -1,0 +1,168 @@
+"""Configurations of the LSTM conversation models.
+
+`LSTMSeq2SeqConfig` describes the encoder-decoder of Vinyals & Le (2015, "A Neural Conversational Model"),
+with the Luong et al. (2015) global attention and the persona speaker vector of Li et al. (2016) / Luan et al.
+(2017, Eq. 1) as options. `LSTMLMConfig` describes the LSTM language model built from the same blocks
+(used for MMI-antiLM decoding and as the input LM of the negative-training hit criteria).
+
+This file imports nothing from the package: it is copied verbatim next to saved models so that
+`trust_remote_code=True` works with transformers alone.
+"""
+
+from transformers import PretrainedConfig
+
+ATTENTION_TYPES = ("none", "dot", "general")
+
+
+def _check_positive(config_name: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{config_name}: `{name}` must be a positive integer, got {value!r}.")
+
+
+def _check_dropout(config_name: str, dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{config_name}: `dropout` must be in [0, 1), got {dropout!r}.")
+
+
+class LSTMSeq2SeqConfig(PretrainedConfig):
+    r"""Configuration of [`LSTMSeq2SeqForConditionalGeneration`] (Vinyals & Le 2015, Section 2).
+
+    Args:
+        vocab_size: number of tokens of the (shared) source/target vocabulary.
+        embedding_size: size of the word embeddings.
+        hidden_size: size of the decoder LSTM state (and of the encoder's final state it starts from).
+        num_layers: LSTM layers of the encoder and of the decoder (the decoder starts from the encoder's
+            final state layer by layer, so both have the same depth).
+        bidirectional_encoder: run the encoder in both directions; each direction then has `hidden_size // 2`
+            units and their final states are concatenated to start the decoder.
+        attention: Luong et al. (2015) global attention score: `"none"`, `"dot"` (h_t . h_s) or `"general"`
+            (h_t . W_a h_s). With attention the decoder output is h~_t = tanh(W_c [c_t; h_t]).
+        projection_size: if > 0, the decoder output is projected linearly to this size before the softmax
+            (Vinyals & Le, Section 5.2: "we project the memory cells to 2048 linear units") — cheaper softmax.
+        dropout: dropout on embeddings, between LSTM layers and before the output layer.
+        share_embeddings: one embedding matrix for the encoder and the decoder.
+        tie_word_embeddings: the output layer reuses the decoder embedding matrix (needs the output width,
+            `projection_size` or `hidden_size`, to equal `embedding_size`).
+        init_range: parameters are drawn from U(-init_range, init_range) (Sutskever et al. 2014, used by
+            Vinyals & Le).
+        num_speakers: if > 0, the model holds a speaker embedding table concatenated to the decoder input at
+            every step (persona model, Li et al. 2016; Luan et al. 2017 Eq. 1).
+        speaker_embedding_size: size of a speaker vector (used when `num_speakers > 0`).
+    """
+
+    model_type = "lstm_seq2seq"
+
+    def __init__(
+        self,
+        vocab_size: int = 20000,
+        embedding_size: int = 256,
+        hidden_size: int = 512,
+        num_layers: int = 1,
+        bidirectional_encoder: bool = False,
+        attention: str = "general",
+        projection_size: int = 0,
+        dropout: float = 0.2,
+        share_embeddings: bool = True,
+        tie_word_embeddings: bool = False,
+        init_range: float = 0.08,
+        num_speakers: int = 0,
+        speaker_embedding_size: int = 0,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        decoder_start_token_id: int | None = None,
+        **kwargs,
+    ):
+        name = type(self).__name__
+        _check_positive(name, vocab_size=vocab_size, embedding_size=embedding_size, hidden_size=hidden_size,
+                        num_layers=num_layers)
+        _check_dropout(name, dropout)
+        if attention not in ATTENTION_TYPES:
+            raise ValueError(f"{name}: `attention` must be one of {ATTENTION_TYPES}, got {attention!r}.")
+        if bidirectional_encoder and hidden_size % 2:
+            raise ValueError(
+                f"{name}: a bidirectional encoder splits `hidden_size` between two directions, so it must be even "
+                f"(got {hidden_size})."
+            )
+        if projection_size < 0 or num_speakers < 0 or speaker_embedding_size < 0:
+            raise ValueError(f"{name}: `projection_size`, `num_speakers` and `speaker_embedding_size` must be >= 0.")
+        if num_speakers and not speaker_embedding_size:
+            raise ValueError(f"{name}: `num_speakers={num_speakers}` needs a positive `speaker_embedding_size`.")
+        output_size = projection_size or hidden_size
+        if tie_word_embeddings and output_size != embedding_size:
+            raise ValueError(
+                f"{name}: `tie_word_embeddings=True` needs the decoder output size ({output_size}, the "
+                f"`projection_size` or else `hidden_size`) to equal `embedding_size` ({embedding_size})."
+            )
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional_encoder = bidirectional_encoder
+        self.attention = attention
+        self.projection_size = projection_size
+        self.dropout = dropout
+        self.share_embeddings = share_embeddings
+        self.init_range = init_range
+        self.num_speakers = num_speakers
+        self.speaker_embedding_size = speaker_embedding_size
+        if decoder_start_token_id is None:
+            decoder_start_token_id = bos_token_id
+        kwargs["is_encoder_decoder"] = True  # also present (and true) in a saved config.json
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=decoder_start_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+
+class LSTMLMConfig(PretrainedConfig):
+    r"""Configuration of [`LSTMForCausalLM`]: a multi-layer LSTM language model p(T) over one side of the dialogue.
+
+    He & Glass (2020) use such an LM for the MMI-antiLM baseline (Section 4.3) and for the input
+    log-likelihood of the io-hit criteria (Section 3.2). Sizes have the meaning of [`LSTMSeq2SeqConfig`].
+    """
+
+    model_type = "lstm_lm"
+
+    def __init__(
+        self,
+        vocab_size: int = 20000,
+        embedding_size: int = 256,
+        hidden_size: int = 512,
+        num_layers: int = 1,
+        projection_size: int = 0,
+        dropout: float = 0.2,
+        tie_word_embeddings: bool = False,
+        init_range: float = 0.08,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        **kwargs,
+    ):
+        name = type(self).__name__
+        _check_positive(name, vocab_size=vocab_size, embedding_size=embedding_size, hidden_size=hidden_size,
+                        num_layers=num_layers)
+        _check_dropout(name, dropout)
+        if projection_size < 0:
+            raise ValueError(f"{name}: `projection_size` must be >= 0, got {projection_size}.")
+        if tie_word_embeddings and (projection_size or hidden_size) != embedding_size:
+            raise ValueError(f"{name}: `tie_word_embeddings=True` needs the output size to equal `embedding_size`.")
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.projection_size = projection_size
+        self.dropout = dropout
+        self.init_range = init_range
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )

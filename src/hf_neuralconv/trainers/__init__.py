@@ -1,0 +1,3 @@
+from .conversation import ConversationTrainer
+
+__all__ = ["ConversationTrainer"]

@@ -1,0 +1,55 @@
+"""`ConversationTrainer`: transformers' Trainer with token-level perplexity at evaluation.
+
+Trainer's own `eval_loss` averages per-batch means, which weighs a short batch like a long one. Perplexity as
+Vinyals & Le (2015) report it is exp(total negative log-likelihood / number of target tokens), pads excluded:
+the trainer sums both over the evaluation set (across processes) and logs `<prefix>_perplexity`.
+"""
+
+import math
+
+import torch
+from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+
+class ConversationTrainer(Trainer):
+    """Trainer for the LSTM dialogue models; adds `eval_perplexity` (token-level, pads excluded) to evaluation,
+    and with `train_sampling_strategy="group_by_length"` buckets batches by *target* length."""
+
+    _evaluation_totals: torch.Tensor | None = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or "labels" not in dataset.column_names:
+            return super()._get_train_sampler(train_dataset)
+        # The decoder and the softmax dominate the cost, so padding the targets is the padding that matters
+        # (Trainer's default groups by `input_ids`, the source).
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            dataset=dataset,
+            lengths=[len(labels) for labels in dataset["labels"]],
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._evaluation_totals is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**inputs)
+        tokens = inputs["labels"].ne(-100).sum()
+        # Without `num_items_in_batch` the model's loss is the batch's mean over its target tokens.
+        self._evaluation_totals += torch.stack([outputs.loss.detach().double() * tokens, tokens.double()])
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        self._evaluation_totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        try:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            negative_log_likelihood, tokens = self.accelerator.reduce(self._evaluation_totals, "sum").tolist()
+        finally:
+            self._evaluation_totals = None
+        if tokens:
+            output.metrics[f"{metric_key_prefix}_perplexity"] = math.exp(negative_log_likelihood / tokens)
+            output.metrics[f"{metric_key_prefix}_target_tokens"] = int(tokens)
+        return output

@@ -1,0 +1,239 @@
+"""`hf-neuralconv train CONFIG.yaml`: the Vinyals & Le (2015) seq2seq chatbot trained with transformers' Trainer.
+
+A recipe is one YAML file parsed by `HfArgumentParser` into `ModelArguments`, `DataArguments` and
+`ConversationTrainingArguments` (transformers' `TrainingArguments` plus `overwrite_output_dir`). The same
+command runs unchanged on one process, under `torchrun` or under `accelerate launch`.
+
+The output directory receives the model (safetensors + code for `trust_remote_code`), the tokenizer, the
+generation settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds the same split) and
+`results.json` (validation and test perplexity, training time).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    GenerationConfig,
+    HfArgumentParser,
+    PreTrainedTokenizerFast,
+    TrainingArguments,
+)
+
+from .data import SPECIAL_TOKENS, build_dataset_dict, chitchat_turns, encode_examples, load_dialogue_file
+from .data.tokenization import BOT, USER, train_word_tokenizer
+from .models import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from .trainers import ConversationTrainer
+
+DATA_CONFIG_FILE = "data_config.json"
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class ModelArguments:
+    """Architecture of the encoder-decoder (see `LSTMSeq2SeqConfig`), or a saved model to start from."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Continue from a saved model directory."})
+    embedding_size: int = 256
+    hidden_size: int = 512
+    num_layers: int = 1
+    bidirectional_encoder: bool = False
+    attention: str = field(default="general", metadata={"help": "none | dot | general (Luong et al. 2015)."})
+    projection_size: int = field(default=0, metadata={"help": "Project to this size before the softmax (0: off)."})
+    dropout: float = 0.2
+    share_embeddings: bool = True
+    tie_word_embeddings: bool = False
+    init_range: float = 0.08
+
+
+@dataclass
+class DataArguments:
+    """Where the dialogues come from and how they become examples."""
+
+    dataset: str = field(
+        default="chitchat",
+        metadata={"help": "'chitchat' (the corpus in PyPI chitchat-dataset) or a .jsonl/.csv/.parquet file."},
+    )
+    max_context_turns: int = field(default=2, metadata={"help": "Turns kept before the message being answered."})
+    split_fractions: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
+    split_seed: int = 0
+    vocab_size: int = 20000
+    min_frequency: int = 1
+    max_source_length: int = 64
+    max_target_length: int = 48
+    max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N (quick runs)."})
+    max_eval_examples: int | None = None
+
+
+@dataclass
+class ConversationTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus a guard for existing output directories."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into a non-empty output_dir (its files may be replaced)."}
+    )
+
+
+def parse_config(path: str | Path) -> tuple[ModelArguments, DataArguments, ConversationTrainingArguments]:
+    """Read a recipe YAML into the three argument dataclasses (unknown keys are an error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such recipe file.")
+    parser = HfArgumentParser((ModelArguments, DataArguments, ConversationTrainingArguments))
+    return parser.parse_yaml_file(str(path), allow_extra_keys=False)
+
+
+def check_output_dir(training_args: ConversationTrainingArguments) -> None:
+    """Refuse to train into a directory that already holds files, unless resuming or explicitly allowed."""
+    output_dir = Path(training_args.output_dir)
+    if (
+        output_dir.is_dir()
+        and any(output_dir.iterdir())
+        and not training_args.overwrite_output_dir
+        and not training_args.resume_from_checkpoint
+    ):
+        raise FileExistsError(
+            f"{output_dir} already exists and is not empty. Choose another output_dir, resume with "
+            "`resume_from_checkpoint: true`, or set `overwrite_output_dir: true` to train over it."
+        )
+
+
+def load_dialogues(data_args: DataArguments) -> datasets.DatasetDict:
+    """Examples of the configured corpus, split by conversation."""
+    if data_args.dataset == "chitchat":
+        conversations = chitchat_turns()
+    else:
+        conversations = load_dialogue_file(data_args.dataset)
+    return build_dataset_dict(
+        conversations, data_args.max_context_turns, data_args.split_fractions, data_args.split_seed
+    )
+
+
+def training_texts(train: datasets.Dataset):
+    """Every turn of the training split once: all responses plus each conversation's opening message."""
+    for example in train:
+        if not example["context"] and example["message"]:
+            yield example["message"]
+        yield example["response"]
+
+
+def tokenize_dataset(
+    dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, data_args: DataArguments, truncate_target: bool
+) -> datasets.Dataset:
+    """Dialogue examples -> `input_ids`, `labels`."""
+    return dataset.map(
+        encode_examples,
+        batched=True,
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "max_source_length": data_args.max_source_length,
+            "max_target_length": data_args.max_target_length if truncate_target else None,
+        },
+        remove_columns=dataset.column_names,
+        desc="Tokenizing",
+    )
+
+
+def _subset(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+
+
+def default_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
+    """Greedy decoding of up to 32 tokens; tokens that never belong in a reply are suppressed."""
+    return GenerationConfig(
+        max_new_tokens=32,
+        do_sample=False,
+        num_beams=1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+        suppress_tokens=tokenizer.convert_tokens_to_ids([SPECIAL_TOKENS[0], SPECIAL_TOKENS[1], USER, BOT]),
+    )
+
+
+def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast) -> LSTMSeq2SeqForConditionalGeneration:
+    """A fresh model sized by `model_args` for `tokenizer`'s vocabulary, or the saved one it names."""
+    if model_args.model_name_or_path:
+        return LSTMSeq2SeqForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    config = LSTMSeq2SeqConfig(
+        vocab_size=len(tokenizer),
+        embedding_size=model_args.embedding_size,
+        hidden_size=model_args.hidden_size,
+        num_layers=model_args.num_layers,
+        bidirectional_encoder=model_args.bidirectional_encoder,
+        attention=model_args.attention,
+        projection_size=model_args.projection_size,
+        dropout=model_args.dropout,
+        share_embeddings=model_args.share_embeddings,
+        tie_word_embeddings=model_args.tie_word_embeddings,
+        init_range=model_args.init_range,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LSTMSeq2SeqForConditionalGeneration(config)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: ConversationTrainingArguments) -> dict:
+    """Train, keep the best checkpoint by validation perplexity, evaluate on test; return the results."""
+    check_output_dir(training_args)
+    output_dir = Path(training_args.output_dir)
+    started = time.time()
+    dialogues = load_dialogues(data_args)
+
+    tokenizer_dir = model_args.model_name_or_path or (output_dir if (output_dir / "tokenizer.json").is_file() else None)
+    if tokenizer_dir:  # resuming or fine-tuning: the vocabulary must not change
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_word_tokenizer(
+            training_texts(dialogues["train"]), data_args.vocab_size, data_args.min_frequency
+        )
+
+    with training_args.main_process_first(desc="tokenizing"):
+        train_set = tokenize_dataset(_subset(dialogues["train"], data_args.max_train_examples), tokenizer,
+                                     data_args, truncate_target=True)
+        eval_set = tokenize_dataset(_subset(dialogues["validation"], data_args.max_eval_examples), tokenizer,
+                                    data_args, truncate_target=True)
+        test_set = tokenize_dataset(_subset(dialogues["test"], data_args.max_eval_examples), tokenizer,
+                                    data_args, truncate_target=False)
+
+    model = build_model(model_args, tokenizer)
+    model.generation_config = default_generation_config(tokenizer)
+    if training_args.should_save:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
+
+    trainer = ConversationTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        processing_class=tokenizer,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
+    trainer.save_model(str(output_dir))
+
+    validation = trainer.evaluate(metric_key_prefix="eval")
+    test = trainer.evaluate(test_set, metric_key_prefix="test")
+    results = {
+        "validation_perplexity": validation["eval_perplexity"],
+        "test_perplexity": test["test_perplexity"],
+        "test_target_tokens": test["test_target_tokens"],
+        "train_examples": len(train_set),
+        "epochs": train_result.metrics.get("epoch"),
+        "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "wall_time_s": time.time() - started,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "world_size": training_args.world_size,
+    }
+    if training_args.should_save:
+        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    trainer.log({"test_perplexity": results["test_perplexity"]})
+    return results
