@@ -10,6 +10,8 @@ from hf_neuralconv.ngram import find_lmplz, kenlm_perplexity, train_kenlm
 
 kenlm = pytest.importorskip("kenlm")
 
+MEMORY = "100M"  # lmplz sorting memory: plenty for these corpora (the default is 20% of RAM)
+
 
 @pytest.fixture(scope="module")
 def lmplz():
@@ -22,12 +24,13 @@ def lmplz():
 def _arpa_words(arpa_path):
     """The unigram entries of an ARPA file: every word the model can predict, plus `<s>`."""
     words, in_unigrams = [], False
-    for line in open(arpa_path, encoding="utf-8"):
-        line = line.strip()
-        if line.startswith("\\"):
-            in_unigrams = line == "\\1-grams:"
-        elif in_unigrams and line:
-            words.append(line.split("\t")[1])
+    with open(arpa_path, encoding="utf-8") as arpa:
+        for line in arpa:
+            line = line.strip()
+            if line.startswith("\\"):
+                in_unigrams = line == "\\1-grams:"
+            elif in_unigrams and line:
+                words.append(line.split("\t")[1])
     return words
 
 
@@ -56,7 +59,7 @@ def trigram(lmplz, tmp_path_factory):
     vocabulary = {f"w{i}" for i in range(500)} | {"<unk>", "<s>", "</s>", "<pad>"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # closed-form discounts at every order: no fallback warning
-        arpa = train_kenlm(train, 3, tmp_path_factory.mktemp("kn3"), vocabulary)
+        arpa = train_kenlm(train, 3, tmp_path_factory.mktemp("kn3"), vocabulary, memory=MEMORY)
     return arpa, vocabulary
 
 
@@ -71,7 +74,7 @@ TINY_VOCABULARY = {"a", "b", "<unk>"}
 @pytest.fixture(scope="module")
 def tiny_bigram(lmplz, tmp_path_factory):
     with pytest.warns(UserWarning, match="fallback discounts"):
-        arpa = train_kenlm(TINY, 2, tmp_path_factory.mktemp("tiny"), TINY_VOCABULARY)
+        arpa = train_kenlm(TINY, 2, tmp_path_factory.mktemp("tiny"), TINY_VOCABULARY, memory=MEMORY)
     return arpa, kenlm.Model(str(arpa))
 
 
@@ -166,7 +169,7 @@ def test_overwrite_when_asked(lmplz, tmp_path):
     existing = tmp_path / "2gram.arpa"
     existing.write_text("replace me")
     with pytest.warns(UserWarning, match="fallback discounts"):
-        assert train_kenlm(TINY, 2, tmp_path, TINY_VOCABULARY, overwrite=True) == existing
+        assert train_kenlm(TINY, 2, tmp_path, TINY_VOCABULARY, overwrite=True, memory=MEMORY) == existing
     assert "\\data\\\nngram 1=6\nngram 2=7\n" in existing.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2gram.arpa"]  # scratch files are removed
 

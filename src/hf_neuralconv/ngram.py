@@ -57,7 +57,7 @@ def find_lmplz() -> str:
 def _map_words(words: list[str], vocabulary: set[str]) -> list[str]:
     """Words outside `vocabulary` -> `<unk>`; reject what a line of KenLM text cannot hold."""
     for word in words:
-        if word in _SENTENCE_MARKERS or word == _PLACEHOLDER or not word or len(word.split()) != 1:
+        if word in _SENTENCE_MARKERS or word == _PLACEHOLDER or len(word.split()) != 1:
             raise ValueError(
                 f"Invalid word {word!r}: words must be non-empty, without whitespace, and not "
                 f"{' / '.join(_SENTENCE_MARKERS)} (KenLM adds sentence boundaries) or {_PLACEHOLDER}."
@@ -108,17 +108,19 @@ def train_kenlm(
             for words in train_sentences:
                 mapped = _map_words(list(words), vocabulary)
                 text.write(" ".join(_PLACEHOLDER if word == UNK else word for word in mapped) + "\n")
-        command = [lmplz, "-o", str(order), "-S", memory, "-T", scratch + os.sep,
-                   "--text", str(text_path), "--arpa", str(raw_arpa), "--discount_fallback"]  # fmt: skip
+        command = [lmplz, "-o", str(order), "-S", memory, "-T", scratch + os.sep, "--discount_fallback"]
+        command += ["--text", str(text_path), "--arpa", str(raw_arpa)]
         run = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if run.returncode != 0:
             raise RuntimeError(f"lmplz failed (exit {run.returncode}): {' '.join(command)}\n{run.stderr[-3000:]}")
         for line in run.stderr.splitlines():
             if line.startswith("Substituting fallback discounts"):
                 warnings.warn(f"lmplz: {line}", stacklevel=2)
-        with raw_arpa.open(encoding="utf-8") as source, arpa_path.open("w", encoding="utf-8") as target:
+        swapped = Path(scratch) / "model.arpa"
+        with raw_arpa.open(encoding="utf-8") as source, swapped.open("w", encoding="utf-8") as target:
             for line in source:
                 target.write(_swap_unk(line))
+        os.replace(swapped, arpa_path)  # never leaves a partial ARPA file behind
     return arpa_path
 
 

@@ -22,6 +22,8 @@ from transformers import (
     HfArgumentParser,
     PreTrainedTokenizerFast,
     TrainingArguments,
+    enable_full_determinism,
+    set_seed,
 )
 
 from .data import SPECIAL_TOKENS, build_dataset_dict, chitchat_turns, encode_examples, load_dialogue_file
@@ -182,6 +184,8 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast) 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: ConversationTrainingArguments) -> dict:
     """Train, keep the best checkpoint by validation perplexity, evaluate on test; return the results."""
     check_output_dir(training_args)
+    # The model is built before Trainer seeds: seed here so that `seed` fixes the initial weights too.
+    (enable_full_determinism if training_args.full_determinism else set_seed)(training_args.seed)
     output_dir = Path(training_args.output_dir)
     started = time.time()
     dialogues = load_dialogues(data_args)

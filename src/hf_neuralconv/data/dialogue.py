@@ -73,12 +73,18 @@ def chitchat_turns() -> dict[str, list[tuple[str, str]]]:
         raw = json.load(handle)
     conversations = {}
     for conversation_id, conversation in raw.items():
-        turns = []
-        for turn in conversation["messages"]:
-            text = " ".join(message["text"].strip() for message in turn).strip()
-            if text:
-                turns.append((turn[0]["sender"], text))
-        conversations[conversation_id] = turns
+        # The file's inner lists are not always one sender's (3,151 conversations come as a single list), so
+        # turns are re-derived from the flat message sequence.
+        turns: list[tuple[str, list[str]]] = []
+        for message in (message for group in conversation["messages"] for message in group):
+            text = message["text"].strip()
+            if not text:
+                continue
+            if turns and turns[-1][0] == message["sender"]:
+                turns[-1][1].append(text)
+            else:
+                turns.append((message["sender"], [text]))
+        conversations[conversation_id] = [(sender, " ".join(texts)) for sender, texts in turns]
     return conversations
 
 

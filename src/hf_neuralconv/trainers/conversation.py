@@ -8,6 +8,7 @@ the trainer sums both over the evaluation set (across processes) and logs `<pref
 import math
 
 import torch
+import torch.nn.functional as F
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -34,9 +35,16 @@ class ConversationTrainer(Trainer):
         if self._evaluation_totals is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs)
-        tokens = inputs["labels"].ne(-100).sum()
-        # Without `num_items_in_batch` the model's loss is the batch's mean over its target tokens.
-        self._evaluation_totals += torch.stack([outputs.loss.detach().double() * tokens, tokens.double()])
+        logits, labels = outputs.logits, inputs["labels"]
+        if self._loss_shifts_labels:  # a causal LM predicts labels[:, 1:]
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        negative_log_likelihood = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100, reduction="none"
+        ).view(labels.shape).sum(dim=1)
+        rows = torch.stack([negative_log_likelihood.detach().double(), labels.ne(-100).sum(dim=1).double()], dim=1)
+        # Per-example sums gathered from all processes; gather_for_metrics drops the examples Accelerate repeats
+        # to even out the last batches, so each example counts once.
+        self._evaluation_totals += self.accelerator.gather_for_metrics(rows).sum(dim=0)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
@@ -46,7 +54,7 @@ class ConversationTrainer(Trainer):
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
-            negative_log_likelihood, tokens = self.accelerator.reduce(self._evaluation_totals, "sum").tolist()
+            negative_log_likelihood, tokens = self._evaluation_totals.tolist()
         finally:
             self._evaluation_totals = None
         if tokens:

@@ -84,6 +84,17 @@ class LSTMPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight[module.padding_idx])
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        # Loaded tensors can start at 8-byte offsets; CPU kernels (BLAS, the packed-sequence LSTM) then take a
+        # differently vectorised path whose sums differ in the last bits. 64-byte aligned copies make a reloaded
+        # model compute exactly what the saved one did.
+        for parameter in model.parameters():
+            if parameter.data_ptr() % 64:
+                parameter.data = parameter.data.clone()
+        return model
+
+    @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # Our cache is the LSTM state, not attention keys/values: generate must not build a DynamicCache.
         return False

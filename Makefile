@@ -1,0 +1,53 @@
+# The README's two commands are `make demo` (set-up + quickstart training on the real corpus + evaluation +
+# replies to probe questions) and `make test` (set-up + the test suite). Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/hf-neuralconv
+QUICKSTART_DIR := outputs/seq2seq-quickstart
+FULL_DIR := outputs/seq2seq-full
+
+.PHONY: install kenlm browser demo full test test-heavy bench
+
+# torch first, pinned to the CPU wheel: an unpinned or ranged torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,space]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# KenLM's lmplz (n-gram estimation) built from the kenlm sdist; cached under ~/.cache/hf-neuralconv/kenlm.
+kenlm:
+	bash scripts/build_kenlm.sh
+
+# Debian's chromium for the browser test of the Space (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# An existing model is kept (nothing is overwritten unless asked): `make demo RETRAIN=1` trains it again.
+demo: install
+	@if [ -f $(QUICKSTART_DIR)/results.json ] && [ -z "$(RETRAIN)" ]; then \
+		echo "$(QUICKSTART_DIR) exists: skipping training (make demo RETRAIN=1 to retrain over it)"; \
+	else \
+		$(PY) -c "import yaml,sys; c=yaml.safe_load(open('recipes/seq2seq/quickstart.yaml')); c['overwrite_output_dir']=bool('$(RETRAIN)'); yaml.safe_dump(c, open('$(VENV)/quickstart.yaml','w'))" && \
+		$(CLI) train $(VENV)/quickstart.yaml; \
+	fi
+	$(CLI) evaluate $(QUICKSTART_DIR)
+	$(CLI) chat $(QUICKSTART_DIR) --prompts recipes/seq2seq/probes.txt
+
+# The full recipe (about an hour on 2 CPU cores) and its comparison with KenLM 3- and 5-gram LMs.
+full: install kenlm
+	$(CLI) train recipes/seq2seq/full.yaml
+	$(CLI) evaluate $(FULL_DIR) --ngram-orders 3 5 --output $(FULL_DIR)/evaluation.json --overwrite
+	$(CLI) chat $(FULL_DIR) --prompts recipes/seq2seq/probes.txt
+
+test: install kenlm browser
+	$(PY) -m pytest -q
+
+test-heavy: install kenlm browser
+	$(PY) -m pytest -q -m heavy
+
+bench: install
+	$(PY) benchmarks/run_all.py

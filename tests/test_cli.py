@@ -1,0 +1,177 @@
+"""End to end through `hf-neuralconv`: train a tiny model on a tiny file, evaluate, chat; bad input."""
+
+import json
+import logging
+import math
+import shutil
+
+import pytest
+import torch
+import yaml
+from transformers import AutoTokenizer
+
+from hf_neuralconv.chat import Responder, load_model_dir
+from hf_neuralconv.cli import main
+from hf_neuralconv.data import load_dialogue_file
+from hf_neuralconv.training import DataArguments, build_dataset_dict, tokenize_dataset
+
+
+def write_recipe(tmp_path, dialogue_file, name="recipe.yaml", **overrides):
+    recipe = {
+        "output_dir": str(tmp_path / "model"), "dataset": str(dialogue_file), "embedding_size": 12,
+        "hidden_size": 16, "vocab_size": 40, "max_source_length": 12, "max_target_length": 8, "dropout": 0.0,
+        "max_steps": 6, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 5, "learning_rate": 0.01,
+        "eval_strategy": "no", "save_strategy": "no", "logging_steps": 2, "report_to": "none", "use_cpu": True,
+        "split_fractions": [0.8, 0.1, 0.1], "seed": 1,
+    }
+    recipe.update(overrides)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny model trained through the CLI, shared by the tests of this module."""
+    from conftest import make_dialogues
+
+    tmp_path = tmp_path_factory.mktemp("cli")
+    dialogue_file = tmp_path / "dialogues.jsonl"
+    dialogue_file.write_text("\n".join(json.dumps(row) for row in make_dialogues(120)) + "\n")
+    main(["train", str(write_recipe(tmp_path, dialogue_file))])
+    return tmp_path, dialogue_file
+
+
+def reference_perplexity(model_dir, dialogue_file, split):
+    """exp(total NLL / target tokens) with one example at a time: no batching, no padding."""
+    model, tokenizer = load_model_dir(model_dir)
+    data_args = DataArguments(**json.loads((model_dir / "data_config.json").read_text()))
+    dialogues = build_dataset_dict(load_dialogue_file(dialogue_file), data_args.max_context_turns,
+                                   data_args.split_fractions, data_args.split_seed)
+    examples = tokenize_dataset(dialogues[split], tokenizer, data_args, truncate_target=False)
+    total, tokens = 0.0, 0
+    for example in examples:
+        labels = torch.tensor([example["labels"]])
+        logits = model(input_ids=torch.tensor([example["input_ids"]]), labels=labels).logits
+        total += torch.nn.functional.cross_entropy(logits[0], labels[0], reduction="sum").item()
+        tokens += labels.numel()
+    return math.exp(total / tokens), tokens
+
+
+def test_train_writes_a_complete_model_directory(trained):
+    tmp_path, dialogue_file = trained
+    model_dir = tmp_path / "model"
+    for name in ("config.json", "model.safetensors", "modeling_lstm.py", "configuration_lstm.py",
+                 "generation_config.json", "tokenizer.json", "data_config.json", "results.json"):
+        assert (model_dir / name).is_file(), name
+    assert not list(model_dir.glob("*.bin")) or list(model_dir.glob("*.bin")) == [model_dir / "training_args.bin"]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert len(tokenizer) <= 40 and tokenizer.convert_ids_to_tokens(4) == "<user>"
+    results = json.loads((model_dir / "results.json").read_text())
+    expected, tokens = reference_perplexity(model_dir, dialogue_file, "test")
+    assert results["test_target_tokens"] == tokens
+    assert results["test_perplexity"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluate_matches_reference_loop(trained):
+    """Batched (batch 3, padded) evaluation equals the one-example-at-a-time reference."""
+    tmp_path, dialogue_file = trained
+    output = tmp_path / "eval.json"
+    main(["evaluate", str(tmp_path / "model"), "--split", "validation", "--batch-size", "3", "--output",
+          str(output)])
+    results = json.loads(output.read_text())
+    expected, tokens = reference_perplexity(tmp_path / "model", dialogue_file, "validation")
+    assert results["target_tokens"] == tokens
+    assert results["model_perplexity"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(SystemExit, match="exists"):
+        main(["evaluate", str(tmp_path / "model"), "--output", str(output)])
+
+
+def test_evaluate_against_kenlm(trained):
+    from hf_neuralconv.ngram import find_lmplz
+
+    try:
+        find_lmplz()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    tmp_path, _ = trained
+    output = tmp_path / "ngram.json"
+    main(["evaluate", str(tmp_path / "model"), "--ngram-orders", "2", "3", "--output", str(output)])
+    results = json.loads(output.read_text())
+    for order in (2, 3):
+        perplexity = results[f"kenlm_{order}gram_perplexity"]
+        assert 1 < perplexity < 40  # a 40-word vocabulary bounds a sane LM
+        assert results[f"ratio_to_kenlm_{order}gram"] == pytest.approx(results["model_perplexity"] / perplexity)
+
+
+def test_existing_output_directory_is_not_overwritten(trained, capsys):
+    tmp_path, dialogue_file = trained
+    weights = tmp_path / "model" / "model.safetensors"
+    before = weights.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(write_recipe(tmp_path, dialogue_file, name="again.yaml"))])
+    assert exit_info.value.code == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert weights.read_bytes() == before
+
+
+def test_chat_answers_a_file_of_prompts_like_generate(trained, capsys):
+    tmp_path, _ = trained
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello how are you ?\n\nwhat is your name ?\n")
+    main(["chat", str(tmp_path / "model"), "--prompts", str(prompts), "--num-beams", "3",
+          "--num-return-sequences", "2"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "Human: hello how are you ?" and printed[3] == "Human: what is your name ?"
+    responder = Responder(tmp_path / "model")
+    replies = responder.reply(["hello how are you ?"], num_beams=3, num_return_sequences=2)
+    assert printed[1] == f"  1. {replies[0].text}  ({replies[0].score:.3f})"
+    assert printed[2].startswith(f"  2. {replies[1].text}")
+
+
+def test_interactive_chat_keeps_history_and_resets(trained, capsys, monkeypatch):
+    tmp_path, _ = trained
+    typed = iter(["hi there", "   ", "/reset", "how are you ?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    main(["chat", str(tmp_path / "model")])
+    out = capsys.readouterr().out
+    assert "(!) The message is empty" in out and "(conversation reset)" in out
+    assert out.count("Bot:") == 2
+
+
+def test_long_and_empty_messages(trained, caplog):
+    tmp_path, _ = trained
+    responder = Responder(tmp_path / "model")
+    with pytest.raises(ValueError, match="empty"):
+        responder.reply([" \t\n"])
+    with pytest.raises(ValueError, match="empty"):
+        responder.reply([])
+    with caplog.at_level(logging.WARNING):
+        ids = responder.encode(["hello " * 2000 + "bye"])
+    assert ids.shape == (1, 12)  # the recipe's max_source_length: the most recent tokens are kept
+    assert "only the last 12" in caplog.text
+    assert responder.reply(["\x00\x07hello\x1b"], max_new_tokens=3)  # control characters are dropped
+
+
+def test_missing_and_corrupt_weights(trained, tmp_path, capsys):
+    source, _ = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(source / "model", broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(SystemExit):
+        main(["chat", str(broken), "--prompts", str(broken / "config.json")])
+    assert "model.safetensors is missing" in capsys.readouterr().err
+    (broken / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(OSError, match="truncated or corrupt"):
+        load_model_dir(broken)
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        load_model_dir(tmp_path / "nowhere")
+
+
+def test_impossible_recipe_is_a_clear_error(tmp_path, dialogue_file, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", str(write_recipe(tmp_path, dialogue_file, hidden_size=0))])
+    assert "`hidden_size` must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path / "missing.yaml")])
+    assert "no such recipe file" in capsys.readouterr().err
