@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def command_train(args: argparse.Namespace) -> None:
     from .training import parse_config, train
 
     results = train(*parse_config(args.config))
-    print(json.dumps(results, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one copy under torchrun / accelerate launch
+        print(json.dumps(results, indent=2))
 
 
 def command_evaluate(args: argparse.Namespace) -> None:

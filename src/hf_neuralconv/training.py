@@ -29,9 +29,9 @@ from transformers import (
 from .data import SPECIAL_TOKENS, build_dataset_dict, chitchat_turns, encode_examples, load_dialogue_file
 from .data.tokenization import BOT, USER, train_word_tokenizer
 from .models import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
 from .trainers import ConversationTrainer
 
-DATA_CONFIG_FILE = "data_config.json"
 RESULTS_FILE = "results.json"
 
 
@@ -223,6 +223,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
     trainer.save_model(str(output_dir))
+    if training_args.should_save:  # `pipeline(model=output_dir, trust_remote_code=True)` without this package
+        add_custom_pipeline(output_dir)
 
     validation = trainer.evaluate(metric_key_prefix="eval")
     test = trainer.evaluate(test_set, metric_key_prefix="test")

@@ -1,0 +1,172 @@
+"""Load on the Gradio Space: many concurrent chat sessions through `gradio_client`, errors and latency.
+
+The Space (spaces/app.py, `build_demo`) is started in this process on a free loopback port with the model of
+HF_NEURALCONV_MODEL (default: outputs/seq2seq-quickstart, the README's main command's model). `--sessions` clients,
+each its own Gradio session, chat concurrently: `--turns` messages each, greedy decoding, so every reply can be
+checked afterwards against the pipeline answering that session's own history (`mismatched_replies`: a reply that
+differs would mean a wrong or leaked history). Latency is the wall time of one `Client.predict` call, queueing
+included (the Space runs one model call at a time).
+
+Run:  .venv/bin/python benchmarks/space_load.py           (50 sessions x 3 turns; writes results/space_load.json)
+      .venv/bin/python benchmarks/space_load.py --tiny    (seconds: a tiny random model, 5 sessions; checks the script)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from gradio_client import Client
+
+from _common import ROOT, finish_machine_info, machine_info, print_table, write_results
+
+PROMPTS = [
+    "hi , how are you ?", "what do you do for fun ?", "where are you from ?", "do you like music ?",
+    "what did you do today ?", "i love hiking .", "what is your favorite food ?", "good night !",
+    "are you a student ?", "tell me about your family .", "i am so tired today .", "do you have any pets ?",
+]
+MAX_NEW_TOKENS = 16
+CONTEXT_TURNS = 2
+
+
+def load_space():
+    spec = importlib.util.spec_from_file_location("space_app", ROOT / "spaces" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_model_dir() -> str:
+    """A random tiny model (numbers meaningless) saved like a trained one, to check the script quickly."""
+    from hf_neuralconv.data import train_word_tokenizer
+    from hf_neuralconv.pipelines import add_custom_pipeline
+    from hf_neuralconv.training import ModelArguments, build_model, default_generation_config
+
+    path = tempfile.mkdtemp(prefix="space-load-tiny-")
+    tokenizer = train_word_tokenizer(PROMPTS, vocab_size=200)
+    model = build_model(ModelArguments(embedding_size=16, hidden_size=32, dropout=0.0, init_range=0.5), tokenizer)
+    model.generation_config = default_generation_config(tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    add_custom_pipeline(path)
+    return path
+
+
+def chat_session(url: str, session: int, turns: int, persona: str | None) -> list[dict]:
+    """One Gradio session: `turns` messages; each request's message, reply, latency and error."""
+    client = Client(url, verbose=False)
+    records = []
+    for turn in range(turns):
+        message = PROMPTS[(session + turn) % len(PROMPTS)]
+        started = time.perf_counter()
+        try:
+            reply, _ = client.predict(message, persona, "greedy", 5, 1.0, 0.9, MAX_NEW_TOKENS, CONTEXT_TURNS, 1,
+                                      api_name="/chat")
+            error = None
+        except Exception as exception:  # a failed request is the measurement, not a crash of the benchmark
+            reply, error = None, f"{type(exception).__name__}: {exception}"
+        records.append({"message": message, "reply": reply, "latency_s": time.perf_counter() - started,
+                        "error": error})
+        if error:
+            break  # the session's history is unknown after a failure
+    return records
+
+
+def mismatched_replies(pipe, sessions: list[list[dict]], persona: str | None) -> int:
+    """Replies that differ from the pipeline's answer to the session's own history."""
+    options = {"strategy": "greedy", "max_new_tokens": MAX_NEW_TOKENS, "context_turns": CONTEXT_TURNS}
+    if persona is not None:
+        options["speaker"] = persona if pipe.speakers else int(persona)
+    mismatches = 0
+    for records in sessions:
+        history = []
+        for record in records:
+            if record["error"]:
+                break
+            history.append({"role": "user", "content": record["message"]})
+            expected = pipe(history, **options)[0]["generated_text"][-1]["content"]
+            mismatches += record["reply"] != expected
+            history.append({"role": "assistant", "content": record["reply"]})
+    return mismatches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="tiny random model and 5 sessions: checks the script")
+    parser.add_argument("--output", help="result JSON (default benchmarks/results/space_load.json)")
+    opts = parser.parse_args()
+    info = machine_info()
+    space = load_space()
+    sessions_count = 5 if opts.tiny else opts.sessions
+    model = tiny_model_dir() if opts.tiny else os.environ.get(space.MODEL_ENV) or str(space.DEFAULT_MODEL)
+    pipe = space.load_pipeline(model)
+    persona = (space.persona_choices(pipe) or [None])[0]
+    demo = space.build_demo(pipe, model)
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        started = time.perf_counter()
+        start_gate = threading.Barrier(sessions_count)
+
+        def run(session: int) -> list[dict]:
+            start_gate.wait()  # every session starts at once
+            return chat_session(demo.local_url, session, opts.turns, persona)
+
+        with ThreadPoolExecutor(sessions_count) as pool:
+            sessions = list(pool.map(run, range(sessions_count)))
+        wall = time.perf_counter() - started
+    finally:
+        demo.close()
+
+    records = [record for session in sessions for record in session]
+    latencies = np.array([record["latency_s"] for record in records if not record["error"]])
+    errors = [record["error"] for record in records if record["error"]]
+    mismatches = mismatched_replies(pipe, sessions, persona)
+    latency = {
+        "p50_s": float(np.percentile(latencies, 50)) if len(latencies) else None,
+        "p95_s": float(np.percentile(latencies, 95)) if len(latencies) else None,
+        "max_s": float(latencies.max()) if len(latencies) else None,
+        "mean_s": float(latencies.mean()) if len(latencies) else None,
+    }
+    bars = {
+        "zero_errors": {"value": len(errors), "bar": 0, "meets_bar": not errors},
+        "replies_match_own_history": {"value": mismatches, "bar": 0, "meets_bar": mismatches == 0},
+    }
+    payload = {
+        "benchmark": "space_load",
+        "tiny": opts.tiny,
+        "model": model,
+        "sessions": sessions_count,
+        "turns_per_session": opts.turns,
+        "requests": len(records),
+        "errors": len(errors),
+        "error_messages": errors[:5],
+        "mismatched_replies": mismatches,
+        "latency": latency,
+        "wall_s": wall,
+        "requests_per_s": len(records) / wall,
+        "decoding": {"strategy": "greedy", "max_new_tokens": MAX_NEW_TOKENS, "context_turns": CONTEXT_TURNS},
+        "bars": bars,
+        "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
+        "machine": finish_machine_info(info),
+    }
+    path = write_results("space_load", payload, opts.output)
+    print_table(["sessions", "requests", "errors", "mismatched", "p50 s", "p95 s", "req/s"],
+                [[sessions_count, len(records), len(errors), mismatches, latency["p50_s"], latency["p95_s"],
+                  payload["requests_per_s"]]])
+    print(f"results in {path}")
+
+
+if __name__ == "__main__":
+    main()

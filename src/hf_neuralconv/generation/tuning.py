@@ -1,0 +1,129 @@
+"""Tuning the MMI-bidi weights lambda and gamma of Luan et al. (2017), Eq. 4, for corpus BLEU on a development set.
+
+Luan et al. (Section 6.3) tune lambda and gamma with MERT "on BLEU using N-best lists of response candidates
+generated from the development set". Here the search is an exhaustive grid: the N-best lists and the three terms
+of Eq. 4 are computed once (one beam search, one batched pass of each model), after which every (lambda, gamma)
+point only re-adds three numbers per candidate and re-scores the chosen replies with `sacrebleu.corpus_bleu`, so
+a grid of hundreds of points costs seconds. BLEU compares the replies as decoded (`skip_special_tokens=True`)
+with the raw reference texts under sacrebleu's default tokenisation (13a).
+
+    >>> result = tune_mmi(model, reverse_model, tokenizer, dev_histories, dev_references)
+    >>> save_mmi_settings(model.generation_config, result, reverse_model="outputs/reverse", num_beams=10)
+    >>> model.save_pretrained("outputs/chatbot-mmi")   # generation_config.json now holds {"mmi": {...}}
+
+`mmi_bidi_generate(model, None, tokenizer, histories)` then decodes with the saved settings.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sacrebleu
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .checks import check_weight
+from .rerank import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_NUM_BEAMS,
+    MMI_CONFIG_KEY,
+    ScoredNBest,
+    encode_histories,
+    generate_nbest,
+    score_nbest,
+)
+
+# lambda weighs a log-probability of the message (tens of nats), gamma rewards each reply token.
+DEFAULT_LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+DEFAULT_GAMMAS = (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+
+
+@dataclass
+class MMITuningResult:
+    """The chosen weights, their development BLEU, and the BLEU of every grid point {(lambda, gamma): BLEU}."""
+
+    lam: float
+    gamma: float
+    bleu: float
+    grid: dict[tuple[float, float], float] = field(default_factory=dict)
+
+
+def grid_search(
+    nbest_lists: Sequence[ScoredNBest],
+    references: Sequence[str],
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+) -> MMITuningResult:
+    """The (lambda, gamma) whose 1-best replies (by Eq. 4) have the highest corpus BLEU against `references`.
+
+    Every point of `lambdas` x `gammas` is tried; among equal BLEU scores the first point in that order wins.
+    """
+    if len(nbest_lists) != len(references):
+        raise ValueError(f"Got {len(nbest_lists)} N-best lists for {len(references)} references.")
+    if not lambdas or not gammas:
+        raise ValueError("The grid is empty: give at least one lambda and one gamma.")
+    lambdas = [check_weight("lambda", lam) for lam in lambdas]
+    gammas = [check_weight("gamma", gamma, allow_negative=True) for gamma in gammas]
+    grid = {}
+    for lam in lambdas:
+        for gamma in gammas:
+            best = [nbest.candidates[int(nbest.scores(lam, gamma).argmax())] for nbest in nbest_lists]
+            grid[(lam, gamma)] = sacrebleu.corpus_bleu(best, [list(references)]).score
+    (lam, gamma), bleu = max(grid.items(), key=lambda item: item[1])  # max keeps the first of equal items
+    return MMITuningResult(lam, gamma, bleu, grid)
+
+
+def tune_mmi(
+    model: PreTrainedModel,
+    reverse_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    histories: Sequence[str | Sequence[str]],
+    references: Sequence[str],
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+    num_beams: int = DEFAULT_NUM_BEAMS,
+    num_return_sequences: int | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    speaker_ids: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    **generate_kwargs,
+) -> MMITuningResult:
+    """Grid-search lambda and gamma of Luan et al. (2017) Eq. 4 for corpus BLEU on development (history, reference)
+    pairs: N-best lists by beam search once, their terms scored once, then `grid_search`."""
+    encoded = encode_histories(model, tokenizer, histories, speaker_ids)
+    candidates = generate_nbest(
+        model, tokenizer, encoded, num_beams, num_return_sequences, max_new_tokens, **generate_kwargs
+    )
+    nbest_lists = score_nbest(model, reverse_model, tokenizer, encoded, candidates, batch_size)
+    return grid_search(nbest_lists, references, lambdas, gammas)
+
+
+def save_mmi_settings(
+    generation_config: GenerationConfig,
+    result: MMITuningResult,
+    reverse_model: str,
+    num_beams: int = DEFAULT_NUM_BEAMS,
+    num_return_sequences: int | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+) -> GenerationConfig:
+    """Store the tuned decoding under `generation_config.mmi` (returned, changed in place):
+    `{"lambda", "gamma", "num_beams", "num_return_sequences", "max_new_tokens", "reverse_model", "dev_bleu"}`.
+
+    `reverse_model` is the directory (or Hub id) of the reverse model p(M|R); `mmi_bidi_generate` loads it from
+    there. Saving the model (or `generation_config.save_pretrained`) writes the settings to
+    generation_config.json, and `GenerationConfig.from_pretrained` reads them back.
+    """
+    # A config derived from the model config drops custom entries when it is read back: this one is now the user's.
+    generation_config._from_model_config = False
+    setattr(
+        generation_config,
+        MMI_CONFIG_KEY,
+        {
+            "lambda": result.lam,
+            "gamma": result.gamma,
+            "num_beams": num_beams,
+            "num_return_sequences": num_return_sequences or num_beams,
+            "max_new_tokens": max_new_tokens,
+            "reverse_model": str(reverse_model),
+            "dev_bleu": result.bleu,
+        },
+    )
+    return generation_config

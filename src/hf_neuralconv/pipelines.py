@@ -1,0 +1,344 @@
+"""`pipeline("conversational")`: answer a chat with a saved hf-neuralconv encoder-decoder.
+
+transformers removed its conversational pipeline (4.42), so `import hf_neuralconv` registers this one. A chat is
+transformers' message list (`[{"role": "user", "content": "hi"}, ...]`); the pipeline turns it into the source text
+the model was trained on (Vinyals & Le 2015: the turns so far, each marked with its actor token), generates a reply
+and returns the chat with that reply appended:
+
+    >>> chat = pipeline("conversational", model="outputs/seq2seq-quickstart")
+    >>> chat([{"role": "user", "content": "hi , how are you ?"}])[0]["generated_text"][-1]
+    {'role': 'assistant', 'content': '...'}
+
+Call options (also accepted when building the pipeline, as defaults):
+
+* `speaker`: the persona to answer as (Li et al. 2016), a name of the model's `speakers.json` or an integer id;
+  required by persona models (`config.num_speakers > 0`), refused by the others.
+* `strategy`: `"greedy"`, `"beam"` or `"sample"` (see `DECODING_STRATEGIES`); any `generate()` argument
+  (`num_beams`, `temperature`, `top_p`, `max_new_tokens`, ...) refines it. Without a strategy the model's
+  `generation_config` decides.
+* `context_turns`: earlier turns kept before the message being answered (default: the model's training setting).
+* `num_return_sequences`: an N-best list; every candidate comes with its score, best first.
+
+This file is copied next to a saved model by `add_custom_pipeline` (with `tokenization.py`, the one module of the
+package it needs), so `pipeline(model=dir, trust_remote_code=True)` works with transformers alone. It must therefore
+import only torch, transformers, the standard library and `.data.tokenization`.
+"""
+
+import json
+import logging
+import re
+import shutil
+import sys
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import Pipeline
+from transformers.utils import cached_file
+
+from .data.tokenization import encode_source, source_text
+
+logger = logging.getLogger(__name__)
+
+TASK = "conversational"
+# The task name under `custom_pipelines` in a saved config.json. It differs from TASK on purpose: transformers
+# refuses `pipeline(TASK, model=dir)` without `trust_remote_code=True` when the config declares TASK itself, even
+# with this package imported. `pipeline(model=dir, trust_remote_code=True)` infers the task from the config.
+EXPORTED_TASK = "hf-neuralconv-conversational"
+# Model-directory files read by the pipeline: the training data settings (written by `training.train`) and the
+# persona vocabulary of speaker models, a JSON object {speaker name: speaker id}.
+DATA_CONFIG_FILE = "data_config.json"
+SPEAKERS_FILE = "speakers.json"
+DEFAULT_MAX_SOURCE_LENGTH = 64
+DEFAULT_CONTEXT_TURNS = 2
+
+# Each strategy fills in `generate()` arguments the caller did not give.
+DECODING_STRATEGIES = {
+    "greedy": {"do_sample": False, "num_beams": 1},
+    "beam": {"do_sample": False, "num_beams": 5},
+    "sample": {"do_sample": True, "num_beams": 1},
+}
+ROLES = ("user", "assistant")
+
+
+def _require_text(value, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    hint = " (decode bytes first, e.g. `data.decode('utf-8', errors='replace')`)" if isinstance(value, bytes) else ""
+    raise TypeError(f"{what} must be a string, got {type(value).__name__}{hint}.")
+
+
+def clean_text(text: str) -> str:
+    """`text` with control characters turned into spaces and surrounding white space dropped.
+
+    Unicode category C covers control and format characters and the lone surrogates that undecodable bytes become
+    (`bytes.decode("utf-8", "surrogateescape")`), so none of them reaches the tokenizer.
+    """
+    _require_text(text, "A message")
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text).strip()
+
+
+def _message_text(message: dict, index: int) -> str:
+    content = message["content"]
+    if isinstance(content, (list, tuple)):
+        # transformers' multimodal form: [{"type": "text", "text": "..."}, ...]; only text parts can be read.
+        for part in content:
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise ValueError(f"Message {index} has a content part this text-only model cannot read: {part!r}.")
+        return " ".join(part["text"] for part in content)
+    return _require_text(content, f"The content of message {index}")
+
+
+def conversation_turns(chat: str | Sequence[dict]) -> list[str]:
+    """The turns of a chat, oldest first; the last one is the user's message to answer.
+
+    `chat` is one message (a string) or a list of `{"role": "user" | "assistant", "content": str}` messages.
+    Consecutive messages of one role are joined into one turn, as a turn of the training data is all consecutive
+    messages of one sender.
+    """
+    if isinstance(chat, (str, bytes)):
+        return [_require_text(chat, "A message")]
+    if isinstance(chat, dict) or not isinstance(chat, Sequence):
+        raise TypeError(f"A chat is a string or a list of role/content messages, got {type(chat).__name__}.")
+    if not chat:
+        raise ValueError("The conversation is empty: give at least one message to answer.")
+    turns, roles = [], []
+    for index, message in enumerate(chat):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f"Message {index} is not a {{'role': ..., 'content': ...}} dict: {message!r}.")
+        role, text = message["role"], _message_text(message, index)
+        if role not in ROLES:
+            raise ValueError(
+                f"Message {index} has role {role!r}; this model knows only {ROLES} (it has no system prompt: "
+                "choose a persona with `speaker=` if the model has speakers)."
+            )
+        if roles and roles[-1] == role:
+            turns[-1] = f"{turns[-1]} {text}"
+        else:
+            turns.append(text)
+            roles.append(role)
+    if roles[-1] != "user":
+        raise ValueError("The last message must be the user's: the model answers the user.")
+    return turns
+
+
+def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_source_length: int) -> list[int]:
+    """Token ids of the model's input for answering `turns[-1]`: the message after at most `context_turns` earlier
+    turns, in the training format (`source_text`), keeping the most recent `max_source_length` tokens."""
+    if not turns:
+        raise ValueError("The conversation is empty: give at least one message to answer.")
+    if context_turns < 0:
+        raise ValueError(f"`context_turns` must be >= 0, got {context_turns}.")
+    kept = [clean_text(turn) for turn in turns[max(0, len(turns) - 1 - context_turns):]]
+    if not kept[-1]:
+        raise ValueError("The message is empty (or only white space / control characters): type something to say.")
+    text = source_text(kept[:-1], kept[-1])
+    ids = encode_source(tokenizer, [text], max_source_length)[0]
+    full_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if full_length > len(ids):
+        logger.warning("The input has %d tokens; only the last %d are read by the model.", full_length, len(ids))
+    return ids
+
+
+def read_model_json(name_or_path: str, filename: str) -> dict | None:
+    """A JSON file saved beside a model (local directory or Hub repository), or None when there is none."""
+    if not name_or_path:
+        return None
+    path = cached_file(
+        name_or_path,
+        filename,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return None if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sequence_scores(
+    generated: torch.LongTensor, step_scores: tuple[torch.Tensor, ...], eos_token_id: int
+) -> torch.Tensor:
+    """Sum of the log-probabilities of each generated reply's tokens, `</s>` included (greedy decoding, sampling).
+
+    `generated` holds the tokens chosen at each step and `step_scores` the scores `generate()` chose them from
+    (after its logits processors), so this is the log-probability under the decoding distribution. Steps after a
+    reply's `</s>` are padding and are left out.
+    """
+    log_probs = torch.stack(step_scores, dim=1).float().log_softmax(dim=-1)
+    token_log_probs = log_probs.gather(-1, generated[..., None]).squeeze(-1)
+    is_eos = generated.eq(eos_token_id).long()
+    in_reply = (is_eos.cumsum(dim=1) - is_eos).eq(0)
+    return token_log_probs.masked_fill(~in_reply, 0.0).sum(dim=1)
+
+
+class ConversationalPipeline(Pipeline):
+    """Answers chats with an LSTM encoder-decoder (Vinyals & Le 2015); see the module docstring for the options.
+
+    Input: a string, a list of role/content messages, or a list of such chats (a batch; `batch_size=` pads and
+    decodes them together). Output, per chat: the N-best candidates, best first, each
+    `{"generated_text": chat + [{"role": "assistant", "content": reply}], "score": float}`. The score is the
+    length-normalised beam score under beam search, else the sum of the reply's token log-probabilities.
+
+    `speakers` and `max_source_length` override what the model directory says (`speakers.json`,
+    `data_config.json`); `context_turns` given when building the pipeline becomes the default of every call.
+    """
+
+    _pipeline_calls_generate = True
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, *args, speakers: dict[str, int] | None = None, max_source_length: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        name = self.model.name_or_path
+        data_config = read_model_json(name, DATA_CONFIG_FILE) or {}
+        self.max_source_length = max_source_length or data_config.get("max_source_length", DEFAULT_MAX_SOURCE_LENGTH)
+        self.context_turns = data_config.get("max_context_turns", DEFAULT_CONTEXT_TURNS)
+        self.speakers = dict(speakers) if speakers is not None else read_model_json(name, SPEAKERS_FILE) or {}
+        self.num_speakers = getattr(self.model.config, "num_speakers", 0)
+
+    def __call__(self, inputs, **kwargs):
+        """Answer one chat (a string or a message list) or a list of chats; see the class docstring."""
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            raise ValueError("Nothing to answer: the conversation (or batch) is empty.")
+        return super().__call__(inputs, **kwargs)
+
+    def _sanitize_parameters(self, speaker=None, strategy=None, context_turns=None, **generate_kwargs):
+        preprocess_params = {}
+        if speaker is not None:
+            preprocess_params["speaker"] = speaker
+        if context_turns is not None:
+            preprocess_params["context_turns"] = context_turns
+        if strategy is not None:
+            if strategy not in DECODING_STRATEGIES:
+                raise ValueError(f"Unknown decoding strategy {strategy!r}; choose one of {list(DECODING_STRATEGIES)}.")
+            generate_kwargs["strategy"] = strategy
+        return preprocess_params, generate_kwargs, {}
+
+    def speaker_id(self, speaker: str | int | None) -> int | None:
+        """The speaker embedding index for a persona name (from `speakers.json`) or id; None for a model without
+        speakers. Raises ValueError for a missing, unknown or unusable speaker."""
+        if speaker is None:
+            if self.num_speakers:
+                known = f" (e.g. {', '.join(map(repr, list(self.speakers)[:5]))})" if self.speakers else ""
+                raise ValueError(
+                    f"This persona model answers as one of its {self.num_speakers} speakers: pass `speaker=`{known}."
+                )
+            return None
+        if not self.num_speakers:
+            raise ValueError(f"This model has no speakers (num_speakers=0): it cannot answer as {speaker!r}.")
+        if isinstance(speaker, int) and not isinstance(speaker, bool):
+            if not 0 <= speaker < self.num_speakers:
+                raise ValueError(f"Speaker id {speaker} is outside [0, {self.num_speakers}).")
+            return speaker
+        if speaker not in self.speakers:
+            if not self.speakers:
+                raise ValueError(
+                    f"Unknown speaker {speaker!r}: the model has no {SPEAKERS_FILE}, so give an integer id in "
+                    f"[0, {self.num_speakers})."
+                )
+            examples = ", ".join(map(repr, list(self.speakers)[:5]))
+            raise ValueError(f"Unknown speaker {speaker!r}; the model knows {len(self.speakers)}, e.g. {examples}.")
+        return self.speakers[speaker]
+
+    def preprocess(self, chat, speaker=None, context_turns=None):
+        messages = getattr(chat, "messages", chat)  # Pipeline.__call__ wraps message lists into a `Chat`
+        turns = conversation_turns(messages)
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        speaker_id = self.speaker_id(speaker)
+        keep = self.context_turns if context_turns is None else context_turns
+        ids = encode_history(self.tokenizer, turns, keep, self.max_source_length)
+        model_inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        if speaker_id is not None:
+            model_inputs["speaker_ids"] = torch.tensor([speaker_id])
+        model_inputs["messages"] = list(messages)
+        return model_inputs
+
+    def _decoding_kwargs(self, strategy: str | None, generate_kwargs: dict) -> dict:
+        """The call's `generate()` arguments over those given at init, completed by the strategy's defaults."""
+        kwargs = {**self._generate_kwargs, **generate_kwargs}
+        if strategy is None:
+            return kwargs
+        for key, value in DECODING_STRATEGIES[strategy].items():
+            kwargs.setdefault(key, value)
+        beams = kwargs["num_beams"]
+        if kwargs["do_sample"] != (strategy == "sample") or (beams > 1) != (strategy == "beam"):
+            raise ValueError(
+                f"strategy={strategy!r} contradicts do_sample={kwargs['do_sample']}, num_beams={beams}: greedy "
+                "decoding uses one beam without sampling, beam search several beams, sampling do_sample=True."
+            )
+        return kwargs
+
+    def _forward(self, model_inputs, strategy=None, **generate_kwargs):
+        generate_kwargs = self._prepare_generate_kwargs(
+            self._decoding_kwargs(strategy, generate_kwargs), return_dict_in_generate=True, output_scores=True
+        )
+        input_ids = model_inputs["input_ids"]
+        extra = {"speaker_ids": model_inputs["speaker_ids"]} if "speaker_ids" in model_inputs else {}
+        output = self.model.generate(
+            input_ids=input_ids, attention_mask=model_inputs["attention_mask"], **extra, **generate_kwargs
+        )
+        scores = getattr(output, "sequences_scores", None)
+        if scores is None:
+            steps = len(output.scores)
+            scores = sequence_scores(output.sequences[:, -steps:], output.scores, self.tokenizer.eos_token_id)
+        batch_size = input_ids.size(0)
+        return {
+            "sequences": output.sequences.reshape(batch_size, -1, output.sequences.size(-1)),
+            "scores": scores.reshape(batch_size, -1),
+            "messages": model_inputs["messages"],
+        }
+
+    def postprocess(self, model_outputs):
+        texts = self.tokenizer.batch_decode(model_outputs["sequences"][0], skip_special_tokens=True)
+        scores = model_outputs["scores"][0].tolist()
+        candidates = sorted(zip(texts, scores, strict=True), key=lambda candidate: -candidate[1])
+        messages = model_outputs["messages"]
+        return [
+            {"generated_text": [*messages, {"role": "assistant", "content": text}], "score": score}
+            for text, score in candidates
+        ]
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """Save the model, tokenizer, reading settings and persona vocabulary, with this pipeline's code."""
+        save_directory = Path(save_directory)
+        self.model.save_pretrained(save_directory, **kwargs)
+        self.tokenizer.save_pretrained(save_directory, **kwargs)
+        data_config_path = save_directory / DATA_CONFIG_FILE
+        data_config = json.loads(data_config_path.read_text()) if data_config_path.is_file() else {}
+        data_config.update(max_source_length=self.max_source_length, max_context_turns=self.context_turns)
+        data_config_path.write_text(json.dumps(data_config, indent=2))
+        if self.speakers:
+            (save_directory / SPEAKERS_FILE).write_text(json.dumps(self.speakers, indent=2))
+        add_custom_pipeline(save_directory)
+
+
+def add_custom_pipeline(model_dir: str | Path) -> None:
+    """Make a saved model directory answer `pipeline(model=model_dir, trust_remote_code=True)` without this package.
+
+    Copies this module (as `pipelines.py`, its import of `.data.tokenization` made flat) and the tokenization module
+    next to the weights and declares `ConversationalPipeline` under `custom_pipelines` in `config.json`, the form
+    transformers' `Pipeline.save_pretrained` writes for registered pipelines. Run it after the model is saved.
+    """
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{model_dir}: config.json is missing; save the model before adding its pipeline.")
+    module_path = Path(__file__)
+    code = re.sub(r"^from \.data\.tokenization import", "from .tokenization import", module_path.read_text(),
+                  flags=re.M)
+    if re.search(r"^from \.\w+\.", code, flags=re.M):  # transformers copies remote code flat: one folder, no packages
+        raise RuntimeError(f"{module_path.name} imports from a sub-package, which remote code cannot do.")
+    (model_dir / module_path.name).write_text(code)
+    shutil.copyfile(sys.modules[source_text.__module__].__file__, model_dir / "tokenization.py")
+    config = json.loads(config_path.read_text())
+    config["custom_pipelines"] = {
+        EXPORTED_TASK: {
+            "impl": f"{module_path.stem}.{ConversationalPipeline.__name__}",
+            "pt": ["AutoModelForSeq2SeqLM"],
+            "type": "text",
+        }
+    }
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
