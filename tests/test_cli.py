@@ -175,3 +175,19 @@ def test_impossible_recipe_is_a_clear_error(tmp_path, dialogue_file, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path / "missing.yaml")])
     assert "no such recipe file" in capsys.readouterr().err
+
+
+def test_model_card_carries_metadata_and_measured_metrics(trained):
+    from huggingface_hub import ModelCard
+
+    tmp_path, _ = trained
+    model_dir = tmp_path / "model"
+    results = json.loads((model_dir / "results.json").read_text())
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.library_name == "transformers"
+    assert "vinyals-le-2015" in card.data.tags and card.data.datasets == ["dialogues.jsonl"]
+    values = {(r.metric_type, r.dataset_split): r.metric_value for r in card.data.eval_results}
+    assert values[("perplexity", "test")] == round(results["test_perplexity"], 4)
+    assert values[("perplexity", "validation")] == round(results["validation_perplexity"], 4)
+    assert f"| Perplexity (test) | {results['test_perplexity']:.4g} |" in card.text
+    assert 'pipeline("conversational"' in card.text

@@ -10,6 +10,7 @@ generation settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds th
 """
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from transformers import (
 
 from .data import SPECIAL_TOKENS, build_dataset_dict, chitchat_turns, encode_examples, load_dialogue_file
 from .data.tokenization import BOT, USER, train_word_tokenizer
+from .model_card import write_model_card
 from .models import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
 from .trainers import ConversationTrainer
@@ -181,6 +183,16 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast) 
     return LSTMSeq2SeqForConditionalGeneration(config)
 
 
+def describe_machine() -> str:
+    """A one-line description of where a run happened, for result files and model cards."""
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.processor() or 'CPU'}"
+    return f"{device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.system()}"
+
+
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: ConversationTrainingArguments) -> dict:
     """Train, keep the best checkpoint by validation perplexity, evaluate on test; return the results."""
     check_output_dir(training_args)
@@ -238,8 +250,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         "wall_time_s": time.time() - started,
         "parameters": sum(p.numel() for p in model.parameters()),
         "world_size": training_args.world_size,
+        "machine": describe_machine(),
     }
     if training_args.should_save:
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        write_model_card(output_dir, results, data_args.dataset, base_model=model_args.model_name_or_path,
+                         machine=describe_machine())
     trainer.log({"test_perplexity": results["test_perplexity"]})
     return results
