@@ -191,3 +191,34 @@ def test_model_card_carries_metadata_and_measured_metrics(trained):
     assert values[("perplexity", "validation")] == round(results["validation_perplexity"], 4)
     assert f"| Perplexity (test) | {results['test_perplexity']:.4g} |" in card.text
     assert 'pipeline("conversational"' in card.text
+
+
+def test_negative_training_and_attack_commands(trained, tmp_path, capsys):
+    """`attack` measures a hit rate and writes the pairs; `negative-train` (Algorithm 1 on those pairs) saves a
+    model that `attack` reads again, with thresholds measured on its test split."""
+    model_tmp, dialogue_file = trained
+    targets = tmp_path / "targets.txt"
+    targets.write_text("you are bad\ni do n't like you\nzorgblarg\n")
+    search = ["--trigger-length", "3", "--num-candidates", "4", "--max-sweeps", "2", "--num-restarts", "2"]
+    pairs = tmp_path / "pairs.jsonl"
+    capsys.readouterr()
+    main(["attack", str(model_tmp / "model"), str(targets), "--hit-type", "o-sample-avg-hit",
+          "--output-threshold", "-100", "--output", str(pairs), *search])
+    report = json.loads(capsys.readouterr().out)
+    assert report["targets"] == 2 and report["skipped_targets"] == 1 and report["hit_rate"] == 1.0
+    assert [json.loads(line)["hit"] for line in pairs.read_text().splitlines()] == [True, True]
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(["attack", str(model_tmp / "model"), str(targets), "--output", str(pairs)])
+
+    recipe = write_recipe(tmp_path, dialogue_file, "negative.yaml", output_dir=str(tmp_path / "negative"),
+                          model_name_or_path=str(model_tmp / "model"), mode="malicious",
+                          trigger_pairs_file=str(pairs), hit_type="o-sample-avg-hit", output_threshold=-100.0,
+                          max_steps=3)
+    main(["negative-train", str(recipe)])
+    results = json.loads((tmp_path / "negative" / "results.json").read_text())
+    assert results["steps"] == 3 and results["output_threshold"] == -100.0  # the recipe's threshold is kept
+    assert results["test_perplexity_after"] != results["test_perplexity_before"]
+    capsys.readouterr()
+    main(["attack", str(tmp_path / "negative"), str(targets), *search])
+    report = json.loads(capsys.readouterr().out)
+    assert report["output_threshold"] == pytest.approx(-math.log(results["test_perplexity_after"]), rel=1e-4)

@@ -1,4 +1,4 @@
-"""The `hf-neuralconv` command: train, evaluate and chat with the neural conversation models."""
+"""The `hf-neuralconv` command: train, evaluate, attack and chat with the neural conversation models."""
 
 import argparse
 import json
@@ -46,6 +46,29 @@ def command_train(args: argparse.Namespace) -> None:
     results = train(*parse_config(args.config))
     if int(os.environ.get("RANK", "0")) == 0:  # one copy under torchrun / accelerate launch
         print(json.dumps(results, indent=2))
+
+
+def command_negative_train(args: argparse.Namespace) -> None:
+    from .trainers import NegativeTrainingConfig
+    from .training import parse_config, train_negative
+
+    results = train_negative(*parse_config(args.config, NegativeTrainingConfig))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(results, indent=2))
+
+
+def command_attack(args: argparse.Namespace) -> None:
+    from .evaluation import attack_model
+
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise SystemExit(f"{args.output} exists; pass --overwrite to replace it.")
+    results = attack_model(
+        args.model_dir, args.targets, args.hit_type, args.input_lm, args.output_threshold, args.input_threshold,
+        args.output, trigger_length=args.trigger_length, num_candidates=args.num_candidates,
+        max_sweeps=args.max_sweeps, num_restarts=args.num_restarts, targets_per_batch=args.targets_per_batch,
+        seed=args.seed,
+    )
+    print(json.dumps(results, indent=2))
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
@@ -112,6 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="also write the results to this JSON file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     evaluate.set_defaults(run=command_evaluate)
+
+    negative = commands.add_parser("negative-train", help="negative training of a trained model (He & Glass 2020)")
+    negative.add_argument("config", help="recipe YAML, e.g. recipes/negative_training/malicious.yaml")
+    negative.set_defaults(run=command_negative_train)
+
+    attack = commands.add_parser("attack", help="hit rate of malicious targets: gibbs-enum trigger search")
+    attack.add_argument("model_dir")
+    attack.add_argument("targets", help="target list, one a line (e.g. ../shared/data/malicious_targets/test_500.txt)")
+    attack.add_argument("--hit-type", default="o-sample-min-hit", help="o-greedy-hit | {o,io}-sample-{min,avg}-hit")
+    attack.add_argument("--input-lm", help="saved LSTM LM (io hits)")
+    attack.add_argument("--output-threshold", type=float, help="T_out (default: measured on the test split)")
+    attack.add_argument("--input-threshold", type=float, help="T_in (default: measured on the test split)")
+    attack.add_argument("--trigger-length", type=int, default=15)
+    attack.add_argument("--num-candidates", type=int, default=100, help="G")
+    attack.add_argument("--max-sweeps", type=int, default=5, help="T")
+    attack.add_argument("--num-restarts", type=int, default=5)
+    attack.add_argument("--targets-per-batch", type=int, default=8, help="memory: x restarts x G rows a pass")
+    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--output", help="write the (trigger, target) pairs as JSONL")
+    attack.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    attack.set_defaults(run=command_attack)
 
     chat = commands.add_parser("chat", help="chat in the terminal, or answer a file of prompts (--prompts)")
     chat.add_argument("model_dir")

@@ -1,4 +1,5 @@
-"""`hf-neuralconv evaluate`: test perplexity of a trained model next to Kneser-Ney n-gram LMs.
+"""`hf-neuralconv evaluate`: test perplexity of a trained model next to Kneser-Ney n-gram LMs; `hf-neuralconv attack`:
+its hit rate for a list of malicious targets (He & Glass 2020).
 
 Vinyals & Le (2015, Section 5) compare the LSTM's perplexity with a smoothed n-gram LM. For the comparison to be
 fair, both are scored on the same token sequences: the test responses tokenised by the model's tokenizer (so the
@@ -11,11 +12,13 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from transformers import DataCollatorForSeq2Seq, TrainingArguments
+import torch
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
 
+from .attacks import HitCriterion, gibbs_enum, load_targets, write_trigger_pairs
 from .chat import load_model_dir
 from .trainers import ConversationTrainer
-from .training import DATA_CONFIG_FILE, DataArguments, load_dialogues, tokenize_dataset
+from .training import DATA_CONFIG_FILE, DataArguments, hit_thresholds, load_dialogues, tokenize_dataset
 
 
 def _data_arguments(model_dir: Path) -> DataArguments:
@@ -74,3 +77,52 @@ def evaluate_model(
                 results[f"kenlm_{order}gram_perplexity"] = ngram["perplexity"]
                 results[f"ratio_to_kenlm_{order}gram"] = results["model_perplexity"] / ngram["perplexity"]
     return results
+
+
+def attack_model(
+    model_dir: str | Path,
+    targets_file: str | Path,
+    hit_type: str = "o-sample-min-hit",
+    input_lm_dir: str | Path | None = None,
+    output_threshold: float | None = None,
+    input_threshold: float | None = None,
+    pairs_file: str | Path | None = None,
+    **search,
+) -> dict:
+    """Hit rate of a malicious target list against a saved model (He & Glass 2020, Section 3.2): gibbs-enum
+    (`search`: its settings) looks for a trigger for every target. Thresholds left out are measured on the test
+    split the model was trained on (`data_config.json`); io hits need the input LM. With `pairs_file`, every
+    (trigger, target) pair is written as JSONL with its scores and whether it hits."""
+    model_dir = Path(model_dir)
+    model, tokenizer = load_model_dir(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    input_lm = AutoModelForCausalLM.from_pretrained(input_lm_dir).to(device).eval() if input_lm_dir else None
+    if output_threshold is None or (hit_type.startswith("io-") and input_threshold is None):
+        data_args = _data_arguments(model_dir)
+        test = load_dialogues(data_args)["test"]
+        thresholds = hit_thresholds(model, tokenizer, test, data_args, input_lm)
+        output_threshold = thresholds["output_threshold"] if output_threshold is None else output_threshold
+        input_threshold = thresholds.get("input_threshold") if input_threshold is None else input_threshold
+    criterion = HitCriterion(hit_type, output_threshold, input_threshold)
+    targets = load_targets(targets_file, tokenizer)
+    io_hit = criterion.uses_input_lm
+    result = gibbs_enum(model, tokenizer, targets.ids, input_lm=input_lm, lambda_in=float(io_hit),
+                        init_from_lm=io_hit, **search)
+    hits = criterion.hits(result.scores)
+    if pairs_file:
+        rows = [
+            {"hit": bool(hit), "min_log_prob": low, "avg_log_prob": average}
+            for hit, low, average in zip(hits.tolist(), result.scores.min_log_prob.tolist(),
+                                         result.scores.avg_log_prob.tolist())
+        ]
+        write_trigger_pairs(pairs_file, tokenizer, result.triggers, targets.ids, rows)
+    return {
+        "hit_type": hit_type,
+        "targets": len(targets.ids),
+        "skipped_targets": len(targets.skipped),
+        "hits": int(hits.sum()),
+        "hit_rate": hits.float().mean().item(),
+        "output_threshold": output_threshold,
+        "input_threshold": input_threshold,
+    }

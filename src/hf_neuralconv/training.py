@@ -17,6 +17,7 @@ from pathlib import Path
 
 import datasets
 from transformers import (
+    AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     GenerationConfig,
@@ -27,12 +28,14 @@ from transformers import (
     set_seed,
 )
 
+from .attacks import input_threshold, output_threshold
+from .chat import load_model_dir
 from .data import SPECIAL_TOKENS, build_dataset_dict, chitchat_turns, encode_examples, load_dialogue_file
 from .data.tokenization import BOT, USER, train_word_tokenizer
 from .model_card import write_model_card
 from .models import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
-from .trainers import ConversationTrainer
+from .trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
 
 RESULTS_FILE = "results.json"
 
@@ -82,12 +85,15 @@ class ConversationTrainingArguments(TrainingArguments):
     )
 
 
-def parse_config(path: str | Path) -> tuple[ModelArguments, DataArguments, ConversationTrainingArguments]:
-    """Read a recipe YAML into the three argument dataclasses (unknown keys are an error)."""
+def parse_config(
+    path: str | Path, training_class: type[TrainingArguments] = ConversationTrainingArguments
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Read a recipe YAML into the three argument dataclasses (unknown keys are an error); `training_class` is
+    `NegativeTrainingConfig` for negative-training recipes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recipe file.")
-    parser = HfArgumentParser((ModelArguments, DataArguments, ConversationTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, training_class))
     return parser.parse_yaml_file(str(path), allow_extra_keys=False)
 
 
@@ -257,4 +263,70 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         write_model_card(output_dir, results, data_args.dataset, base_model=model_args.model_name_or_path,
                          machine=describe_machine())
     trainer.log({"test_perplexity": results["test_perplexity"]})
+    return results
+
+
+def hit_thresholds(
+    model: LSTMSeq2SeqForConditionalGeneration,
+    tokenizer: PreTrainedTokenizerFast,
+    test: datasets.Dataset,
+    data_args: DataArguments,
+    input_lm=None,
+) -> dict[str, float]:
+    """T_out and T_in of the hit criteria (He & Glass 2020, Section 3.2 and Appendix C): the model's average word
+    log-likelihood on the test examples and, given the input LM, the LM's on the test messages."""
+    encoded = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
+    thresholds = {"output_threshold": output_threshold(model, encoded["input_ids"], encoded["labels"])}
+    if input_lm is not None:
+        messages = tokenizer(list(test["message"]), add_special_tokens=False)["input_ids"]
+        thresholds["input_threshold"] = input_threshold(input_lm, messages)
+    return thresholds
+
+
+def train_negative(model_args: ModelArguments, data_args: DataArguments, training_args: NegativeTrainingConfig) -> dict:
+    """Negative training (He & Glass 2020) of the model saved at `model_name_or_path`, the recipe's training data as
+    positive examples; T_out / T_in the recipe leaves out are measured on the test split first. Saves the model
+    and returns (and writes to results.json) the test perplexity before and after."""
+    if not model_args.model_name_or_path:
+        raise ValueError("Negative training fine-tunes a trained model: set `model_name_or_path` to its directory.")
+    check_output_dir(training_args)
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    started = time.time()
+    model, tokenizer = load_model_dir(model_args.model_name_or_path)
+    model.to(training_args.device)
+    input_lm = None
+    if training_args.input_lm_path:
+        input_lm = AutoModelForCausalLM.from_pretrained(training_args.input_lm_path).to(training_args.device).eval()
+    dialogues = load_dialogues(data_args)
+    test = _subset(dialogues["test"], data_args.max_eval_examples)
+    if training_args.mode == "malicious" and None in (training_args.output_threshold, training_args.input_threshold):
+        for name, value in hit_thresholds(model, tokenizer, test, data_args, input_lm).items():
+            if getattr(training_args, name) is None:
+                setattr(training_args, name, value)
+    with training_args.main_process_first(desc="tokenizing"):
+        train_set = tokenize_dataset(_subset(dialogues["train"], data_args.max_train_examples), tokenizer,
+                                     data_args, truncate_target=True)
+        test_set = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
+    trainer = NegativeTrainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=test_set,
+                              processing_class=tokenizer, input_lm=input_lm)
+    perplexity_before = trainer.evaluate(metric_key_prefix="test")["test_perplexity"]
+    train_result = trainer.train()
+    trainer.save_model(str(output_dir))
+    if training_args.should_save:
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
+        add_custom_pipeline(output_dir)
+    results = {
+        "mode": training_args.mode,
+        "test_perplexity_before": perplexity_before,
+        "test_perplexity_after": trainer.evaluate(metric_key_prefix="test")["test_perplexity"],
+        "output_threshold": training_args.output_threshold,
+        "input_threshold": training_args.input_threshold,
+        "steps": trainer.state.global_step,
+        "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "wall_time_s": time.time() - started,
+    }
+    if training_args.should_save:
+        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     return results

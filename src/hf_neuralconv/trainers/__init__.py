@@ -1,3 +1,4 @@
 from .conversation import ConversationTrainer
+from .negative import NegativeTrainer, NegativeTrainingConfig
 
-__all__ = ["ConversationTrainer"]
+__all__ = ["ConversationTrainer", "NegativeTrainer", "NegativeTrainingConfig"]
