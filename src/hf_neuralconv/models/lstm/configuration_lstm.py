@@ -1,9 +1,10 @@
 """Configurations of the LSTM conversation models.
 
 `LSTMSeq2SeqConfig` describes the encoder-decoder of Vinyals & Le (2015, "A Neural Conversational Model"),
-with the Luong et al. (2015) global attention and the persona speaker vector of Li et al. (2016) / Luan et al.
-(2017, Eq. 1) as options. `LSTMLMConfig` describes the LSTM language model built from the same blocks
-(used for MMI-antiLM decoding and as the input LM of the negative-training hit criteria).
+with the Luong et al. (2015) global attention, the persona speaker vector of Li et al. (2016) / Luan et al.
+(2017, Eq. 1) and the second encoder of Luan et al.'s autoencoder task (2017, Section 4) as options.
+`LSTMLMConfig` describes the LSTM language model built from the same blocks (used for MMI-antiLM decoding and as
+the input LM of the negative-training hit criteria).
 
 This file imports nothing from the package: it is copied verbatim next to saved models so that
 `trust_remote_code=True` works with transformers alone.
@@ -49,6 +50,9 @@ class LSTMSeq2SeqConfig(PretrainedConfig):
         num_speakers: if > 0, the model holds a speaker embedding table concatenated to the decoder input at
             every step (persona model, Li et al. 2016; Luan et al. 2017 Eq. 1).
         speaker_embedding_size: size of a speaker vector (used when `num_speakers > 0`).
+        autoencoder_encoder: if True, the model holds a second encoder, of the same shape as the first but with its
+            own parameters, read by the autoencoder task of Luan et al. (2017, Section 4, Figure 2): the decoder,
+            attention and output layer are shared with the seq2seq task, the encoders are not.
     """
 
     model_type = "lstm_seq2seq"
@@ -68,6 +72,7 @@ class LSTMSeq2SeqConfig(PretrainedConfig):
         init_range: float = 0.08,
         num_speakers: int = 0,
         speaker_embedding_size: int = 0,
+        autoencoder_encoder: bool = False,
         pad_token_id: int = 0,
         bos_token_id: int = 1,
         eos_token_id: int = 2,
@@ -107,6 +112,7 @@ class LSTMSeq2SeqConfig(PretrainedConfig):
         self.init_range = init_range
         self.num_speakers = num_speakers
         self.speaker_embedding_size = speaker_embedding_size
+        self.autoencoder_encoder = autoencoder_encoder
         if decoder_start_token_id is None:
             decoder_start_token_id = bos_token_id
         kwargs["is_encoder_decoder"] = True  # also present (and true) in a saved config.json

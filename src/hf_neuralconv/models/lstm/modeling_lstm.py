@@ -4,7 +4,8 @@
   Section 2): an LSTM encoder reads the context, an LSTM decoder started from the encoder's final state predicts
   the reply one token at a time. Options: Luong et al. (2015) global attention, a projection before the softmax
   (Vinyals & Le, Section 5.2), and a persona speaker vector concatenated to the decoder input at every step
-  (Li et al. 2016; Luan et al. 2017, Eq. 1).
+  (Li et al. 2016; Luan et al. 2017, Eq. 1), and a second encoder for the autoencoder task of Luan et al. (2017,
+  Section 4), which shares the decoder with the seq2seq task.
 * `LSTMForCausalLM` — an LSTM language model built from the same blocks.
 
 The recurrent state is the generation cache (`LSTMState`): `generate()` runs exactly one decoder step per new
@@ -25,6 +26,10 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 from transformers.utils import ModelOutput
 
 from .configuration_lstm import LSTMLMConfig, LSTMSeq2SeqConfig
+
+# The tasks of Luan et al. (2017, Section 4) an encoder-decoder with `autoencoder_encoder=True` is trained on: both
+# read their input with their own encoder and predict the target with the one shared decoder.
+SEQ2SEQ_TASK, AUTOENCODER_TASK = "seq2seq", "autoencoder"
 
 
 class LSTMState:
@@ -209,6 +214,9 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
     The decoder starts from the encoder's final (h, c), reads the previous token's embedding (plus, with
     `num_speakers > 0`, the responder's speaker vector v_i as in Luan et al. 2017 Eq. 1) and predicts the next
     token, optionally through Luong global attention over the encoder outputs.
+
+    With `autoencoder_encoder=True`, `forward(..., task="autoencoder")` reads the input with a second encoder and
+    predicts it with the same decoder (Luan et al. 2017, Section 4 and Figure 2: decoder shared, encoders not).
     """
 
     config_class = LSTMSeq2SeqConfig
@@ -216,6 +224,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
         self.encoder = LSTMEncoder(config)
+        self.autoencoder_encoder = LSTMEncoder(config) if config.autoencoder_encoder else None
         self.decoder_embeddings = (
             None
             if config.share_embeddings
@@ -276,6 +285,15 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
             raise ValueError(f"Speaker ids must lie in [0, {self.config.num_speakers}), got {speaker_ids.tolist()}.")
         return self.speaker_embeddings(speaker_ids)
 
+    def _task_encoder(self, task: str) -> LSTMEncoder:
+        if task == SEQ2SEQ_TASK:
+            return self.encoder
+        if task != AUTOENCODER_TASK:
+            raise ValueError(f"Unknown task {task!r}; choose {SEQ2SEQ_TASK!r} or {AUTOENCODER_TASK!r}.")
+        if self.autoencoder_encoder is None:
+            raise ValueError("The autoencoder task needs a model built with `autoencoder_encoder=True`.")
+        return self.autoencoder_encoder
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -291,6 +309,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        task: str = SEQ2SEQ_TASK,
     ) -> Seq2SeqLMOutput:
         r"""Decoder logits for `decoder_input_ids` (or the right-shifted `labels`) given the source.
 
@@ -298,11 +317,14 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         there; the returned `past_key_values` is the state after the last token. `decoder_attention_mask` is
         accepted for API compatibility: padding at the end of a right-padded target does not influence the earlier
         positions of a unidirectional decoder, and the loss ignores labels equal to -100.
+
+        `task="autoencoder"` encodes `input_ids` with the autoencoder encoder instead of the seq2seq one (Luan et al.
+        2017, Section 4); everything after the encoder is the same.
         """
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass `input_ids` (the context) or precomputed `encoder_outputs`.")
-            encoder_outputs = self.encoder(input_ids, attention_mask)
+            encoder_outputs = self._task_encoder(task)(input_ids, attention_mask)
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("Pass `decoder_input_ids` or `labels`.")
@@ -348,8 +370,11 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         encoder_outputs: LSTMEncoderOutput | None = None,
         speaker_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        task: str = SEQ2SEQ_TASK,
         **kwargs,
     ) -> dict:
+        if task != SEQ2SEQ_TASK:  # generate() encodes with `get_encoder()`: it can only answer as the seq2seq model
+            raise ValueError(f"generate() runs the {SEQ2SEQ_TASK!r} task; {task!r} is a training task (`forward`).")
         # With a state, only the newest token is fed: one decoder step per generated token. Without one
         # (use_cache=False) the whole prefix is re-read from the encoder's final state.
         if past_key_values is not None:
