@@ -1,0 +1,396 @@
+"""The reverse dialogue generator of Liu et al. (2019, "Say What I Want: Towards the Dark Side of Neural Dialogue
+Models"): a seq2seq policy G_θ that reads a target output O* and writes an input I for a black-box dialogue model D,
+so that D(I) says (nearly) O*.
+
+* Pre-training (Section 5.1.2): `reverse_pairs_dataset` + `pretrain_reverse_generator` fit G_θ on the reference
+  corpus (`attacks.environments.build_reference_corpus`: D's outputs -> the real inputs that caused them) with the
+  package's `ConversationTrainer`.
+* RL training (Section 4.2): `ReinforceTrainer` + `ReinforceConfig`. For each target, N inputs are sampled from
+  π_θ(I|O*) = Π_t P(ω_t | ω_<t, O*) (Eq. 1), sent to D in one batch, scored by R(I|O*) = Sim(O*, D(I)) (Eq. 2,
+  `attacks.reward`), and θ follows the REINFORCE estimate of ∇J(θ) (Eq. 3-5):
+
+      ∇J(θ) ≈ 1/N Σ_i (R(I_i|O*) - b) ∇ log π_θ(I_i|O*)
+
+  The last line of the paper's Eq. 4 also multiplies each term by π_θ(I|O*); that factor belongs to the sum over
+  all inputs, not to the Monte-Carlo average over samples already drawn from π_θ, so it is left out (Williams 1992).
+  The baseline b is the mean reward of the target's N samples (`baseline="mean"`). Why: rewards are in [0, 1] and
+  mostly 0 early on (below 0.5 they are clamped to 0), so without a baseline every sampled input is pushed up by its
+  own reward and the estimate is noisy; centring on the mean pushes up the inputs that did better than their
+  siblings and down those that did worse. It needs no extra query of D (a greedy "self-critical" baseline would) and
+  no learned critic, and it keeps the estimate unbiased up to a constant: R_i - mean = (N-1)/N (R_i - mean of the
+  others), and the others' mean does not depend on sample i. `baseline="none"` is the paper's plain Eq. 4.
+  Adam with learning rate 1e-3, batch size 16 and gradient clipping 0.25 are the paper's settings (the defaults).
+* Attack (Section 5.1.2, "Decoding"): `attack` decodes greedily or by beam search, sends all N beam candidates to D
+  and keeps the input with the highest reward; `write_found_pairs` writes the found (trigger, target) pairs as JSONL
+  for negative training (the rows `attacks.hits.read_trigger_pairs` reads).
+
+The environment is only ever called with texts: G_θ never sees D's weights or gradients.
+"""
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
+)
+
+from ..attacks.environments import DialogueEnvironment, EnvironmentQueryError
+from ..data import encode_source, encode_target
+from ..pipelines import sequence_scores
+from .conversation import ConversationTrainer
+
+BASELINES = ("mean", "none")
+# A reward function maps (targets, environment outputs) to one reward per pair, e.g. EmbeddingSimilarityReward.
+RewardFunction = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+
+
+@dataclass
+class ReinforceConfig(TrainingArguments):
+    """`TrainingArguments` for `ReinforceTrainer` (Liu et al. 2019, Sections 4.2.5 and 5.1.2); the paper's RL
+    settings are the defaults: Adam (AdamW without weight decay) at a constant learning rate of 1e-3, batch size 16,
+    gradient clipping 0.25."""
+
+    num_samples: int = field(default=16, metadata={"help": "N: inputs sampled per target for the estimate of Eq. 4."})
+    max_input_tokens: int = field(default=24, metadata={"help": "Longest input the policy may write (tokens)."})
+    max_target_tokens: int = field(default=32, metadata={"help": "Tokens of a target the policy reads."})
+    baseline: str = field(default="mean", metadata={"help": "'mean': mean reward of the N samples; 'none': Eq. 4."})
+    success_threshold: float = field(
+        default=0.5,
+        metadata={"help": "A target counts as reached when a sample's reward is at least this (not below the "
+                          "reward function's own threshold, under which rewards are 0)."},
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the paper's 0.001)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "The paper keeps Adam's rate constant."})
+    max_grad_norm: float = field(default=0.25, metadata={"help": "Gradient clipping (the paper's 0.25)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Targets per batch (the paper's 16)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "The collator needs the `target` text."})
+    logging_steps: float = field(default=10, metadata={"help": "Log mean reward, success rate and queries every N."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.baseline not in BASELINES:
+            raise ValueError(f"`baseline` must be one of {BASELINES}, got {self.baseline!r}.")
+        if self.num_samples < 1 or (self.baseline == "mean" and self.num_samples < 2):
+            raise ValueError(
+                f"`num_samples` must be >= 2 with the mean baseline (one sample is its own mean: no signal), "
+                f"got {self.num_samples}."
+            )
+        if self.max_input_tokens < 1 or self.max_target_tokens < 1:
+            raise ValueError("`max_input_tokens` and `max_target_tokens` must be >= 1.")
+
+
+def reverse_generation_config(tokenizer: PreTrainedTokenizerFast, max_input_tokens: int,
+                              **decoding) -> GenerationConfig:
+    """How the policy writes inputs: at most `max_input_tokens` tokens, never a special token but `</s>` (an input is
+    plain text; `<unk>` would vanish from it when decoded). `decoding` sets the strategy (sampling, beams)."""
+    return GenerationConfig(
+        max_new_tokens=max_input_tokens,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+        suppress_tokens=[index for index in tokenizer.all_special_ids if index != tokenizer.eos_token_id],
+        **decoding,
+    )
+
+
+class TargetCollator:
+    """Targets O* (a `target` text column) -> the policy's encoder inputs (the state, Section 4.2.2), right-padded;
+    the texts travel along as `targets` for the reward."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, max_target_tokens: int):
+        self.tokenizer = tokenizer
+        self.max_target_tokens = max_target_tokens
+
+    def __call__(self, examples: list[dict]) -> dict:
+        targets = [example["target"] for example in examples]
+        batch = self.tokenizer.pad(
+            {"input_ids": encode_source(self.tokenizer, targets, self.max_target_tokens)}, return_tensors="pt"
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "targets": targets}
+
+
+def sequence_log_probs(model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor,
+                       sequences: torch.LongTensor, generation_config: GenerationConfig) -> torch.Tensor:
+    """log π_θ(I|O*) = Σ_t log P(ω_t | ω_<t, O*) (Eq. 1) for each row of `sequences` generated with
+    `generation_config` (decoder start token first, `</s>` included, padding after it excluded), under the
+    distribution they were sampled from: the model's softmax without the suppressed tokens. Differentiable in θ."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=sequences[:, :-1]).logits
+    suppressed = torch.zeros(logits.size(-1), dtype=torch.bool, device=logits.device)
+    suppressed[list(generation_config.suppress_tokens or [])] = True
+    logits = logits.masked_fill(suppressed, float("-inf"))
+    return sequence_scores(sequences[:, 1:], logits.unbind(dim=1), generation_config.eos_token_id)
+
+
+def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor, baseline: str = "mean") -> torch.Tensor:
+    """-1/(B N) Σ_targets Σ_i (R_i - b) log π_θ(I_i|O*) for `(B, N)` log-probabilities and rewards: its gradient
+    is minus the REINFORCE estimate of ∇J(θ) (Eq. 4), so a descent step is the ascent step of Eq. 5. `baseline`:
+    "mean" (b = the target's mean reward) or "none" (b = 0); see the module docstring."""
+    if baseline not in BASELINES:
+        raise ValueError(f"`baseline` must be one of {BASELINES}, got {baseline!r}.")
+    advantages = rewards - rewards.mean(dim=1, keepdim=True) if baseline == "mean" else rewards
+    return -(advantages.detach() * log_probs).mean()
+
+
+def score_inputs(environment: DialogueEnvironment, reward_function: RewardFunction, targets: Sequence[str],
+                 inputs: Sequence[str]) -> tuple[list[float], list[str | None]]:
+    """Rewards R(I|O*) of candidate `inputs` for their `targets`, and D's outputs. The distinct non-empty inputs go
+    to the environment in one batch (a repeated input costs one query); an empty input scores 0 unasked (None)."""
+    if len(targets) != len(inputs):
+        raise ValueError(f"Got {len(targets)} targets for {len(inputs)} inputs.")
+    asked = list(dict.fromkeys(text for text in inputs if text))
+    replies = dict(zip(asked, environment(asked), strict=True)) if asked else {}
+    outputs = [replies.get(text) for text in inputs]
+    scored = [index for index, output in enumerate(outputs) if output is not None]
+    rewards = [0.0] * len(inputs)
+    scores = reward_function([targets[index] for index in scored], [outputs[index] for index in scored])
+    for index, reward in zip(scored, scores, strict=True):
+        rewards[index] = float(reward)
+    return rewards, outputs
+
+
+def _check_targets(targets: Sequence[str], reward_function: RewardFunction) -> None:
+    """Every target must be text the reward can measure a reply against (e.g. not only stopwords)."""
+    check = getattr(reward_function, "check_target", None)
+    for row, target in enumerate(targets):
+        if not isinstance(target, str) or not target.strip():
+            raise ValueError(f"Target {row} is empty ({target!r}): give the reply the chatbot should say.")
+        if check is not None:
+            try:
+                check(target)
+            except ValueError as error:
+                raise ValueError(f"Target {row}: {error}") from None
+
+
+def _decode_inputs(tokenizer: PreTrainedTokenizerFast, sequences: torch.LongTensor) -> list[str]:
+    return [text.strip() for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+
+
+class ReinforceTrainer(Trainer):
+    """REINFORCE training of the reverse dialogue generator against a black-box environment (Liu et al. 2019,
+    Section 4.2; see the module docstring for the estimate and its baseline).
+
+    `train_dataset` holds the targets O* in a `target` column. Each step samples `args.num_samples` inputs per
+    target (dropout off), queries `environment` once for the batch, scores the outputs with `reward_function`
+    (targets, outputs) -> rewards, and descends `reinforce_loss`. Logged with the loss: `reward` (mean over
+    samples), `success_rate` (share of targets with a sample rewarded at least `args.success_threshold`) and
+    `env_queries` (inputs sent to the environment so far in this run, all processes, retries included).
+    The inputs are sampled with dropout off and their log-probabilities computed in training mode: with dropout 0
+    the estimate is exactly on-policy; the paper's dropout 0.1 makes the update a regularised version of it.
+
+    If the environment fails for good (`EnvironmentQueryError`), a checkpoint of the last completed step is saved
+    before the error propagates: `trainer.train(resume_from_checkpoint=True)` continues from there.
+    """
+
+    loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides it by the accumulation steps
+
+    def __init__(self, model: PreTrainedModel, args: ReinforceConfig, environment: DialogueEnvironment,
+                 reward_function: RewardFunction, train_dataset: datasets.Dataset,
+                 processing_class: PreTrainedTokenizerFast, callbacks=None):
+        if not isinstance(args, ReinforceConfig):
+            raise TypeError(f"`args` must be a ReinforceConfig, got {type(args).__name__}.")
+        if "target" not in train_dataset.column_names:
+            raise ValueError(f"The train dataset needs a `target` column; it has {train_dataset.column_names}.")
+        _check_targets(train_dataset["target"], reward_function)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            data_collator=TargetCollator(processing_class, args.max_target_tokens),
+            processing_class=processing_class,
+            callbacks=callbacks,
+        )
+        self.environment = environment
+        self.reward_function = reward_function
+        self.sampling_config = reverse_generation_config(
+            processing_class, args.max_input_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+            num_return_sequences=args.num_samples,
+        )
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._env_queries = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        num_samples = self.args.num_samples
+        input_ids = inputs["input_ids"].repeat_interleave(num_samples, dim=0)
+        attention_mask = inputs["attention_mask"].repeat_interleave(num_samples, dim=0)
+        samples = self._sample_inputs(model, inputs)
+        targets = [target for target in inputs["targets"] for _ in range(num_samples)]
+        queries_before = self.environment.num_queries
+        rewards, _ = score_inputs(
+            self.environment, self.reward_function, targets, _decode_inputs(self.processing_class, samples)
+        )
+        rewards = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device).view(-1, num_samples)
+        log_probs = sequence_log_probs(model, input_ids, attention_mask, samples, self.sampling_config)
+        log_probs = log_probs.view(-1, num_samples)
+        loss = reinforce_loss(log_probs, rewards, self.args.baseline)
+
+        all_rewards = self.accelerator.gather(rewards)
+        queries = torch.tensor([self.environment.num_queries - queries_before], device=input_ids.device)
+        self._env_queries += int(self.accelerator.gather(queries).sum())
+        self._metrics["reward"].append(all_rewards.mean().item())
+        self._metrics["success_rate"].append(
+            all_rewards.max(dim=1).values.ge(self.args.success_threshold).float().mean().item()
+        )
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def _sample_inputs(self, model, inputs) -> torch.LongTensor:
+        """N inputs per target drawn from π_θ(·|O*) (Section 4.2.3: "chosen by stochastic sampling"), dropout off."""
+        policy = self.accelerator.unwrap_model(model)
+        was_training = policy.training
+        policy.eval()
+        try:
+            with torch.no_grad():
+                return policy.generate(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    generation_config=self.sampling_config,
+                )
+        finally:
+            policy.train(was_training)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        except EnvironmentQueryError as error:
+            step = self.state.global_step
+            if not step:
+                raise
+            self._save_checkpoint(model, trial=None)
+            checkpoint = Path(self.args.output_dir) / f"checkpoint-{step}"
+            raise EnvironmentQueryError(
+                f"{error} Training stopped during step {step + 1}; the {step} completed steps are saved in "
+                f"{checkpoint}: `trainer.train(resume_from_checkpoint=True)` continues from there.",
+                error.failures,
+            ) from error
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs or "train_loss" in logs:
+            if self._metrics:
+                logs.update({name: sum(values) / len(values) for name, values in self._metrics.items()})
+                self._metrics.clear()
+            logs["env_queries"] = self._env_queries
+        super().log(logs, start_time)
+
+
+def _reverse_examples(batch: dict, tokenizer: PreTrainedTokenizerFast, max_source_length: int,
+                      max_target_length: int) -> dict:
+    return {
+        "input_ids": encode_source(tokenizer, batch["output"], max_source_length),
+        "labels": encode_target(tokenizer, batch["input"], max_target_length),
+    }
+
+
+def reverse_pairs_dataset(pairs: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, max_source_length: int = 32,
+                          max_target_length: int = 24) -> datasets.Dataset:
+    """Reference-corpus pairs (`output`, `input`) as seq2seq examples for the reverse generator (Section 5.1.2):
+    D's output is the source (`input_ids`), the input that caused it the target (`labels`, ending in `</s>`)."""
+    missing = {"output", "input"} - set(pairs.column_names)
+    if missing:
+        raise ValueError(f"The reference corpus needs `output` and `input` columns; {sorted(missing)} missing.")
+    return pairs.map(
+        _reverse_examples,
+        batched=True,
+        fn_kwargs={"tokenizer": tokenizer, "max_source_length": max_source_length,
+                   "max_target_length": max_target_length},
+        remove_columns=pairs.column_names,
+        desc="Tokenizing the reference corpus",
+    )
+
+
+def pretrain_reverse_generator(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, args: TrainingArguments,
+                               train_pairs: datasets.Dataset, eval_pairs: datasets.Dataset | None = None,
+                               max_source_length: int = 32, max_target_length: int = 24) -> ConversationTrainer:
+    """Supervised pre-training of the reverse generator on the reference corpus (Section 5.1.2; the paper: SGD with
+    learning rate 20, decayed by 0.25 when the validation loss stops decreasing, batch size 16, dropout 0.1, gradient
+    clipping 0.25). Returns the trained `ConversationTrainer` (its `evaluate()` reports perplexity)."""
+    trainer = ConversationTrainer(
+        model=model,
+        args=args,
+        train_dataset=reverse_pairs_dataset(train_pairs, tokenizer, max_source_length, max_target_length),
+        eval_dataset=None if eval_pairs is None else reverse_pairs_dataset(
+            eval_pairs, tokenizer, max_source_length, max_target_length
+        ),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    return trainer
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
+           reward_function: RewardFunction, targets: Sequence[str], num_beams: int = 1, max_input_tokens: int = 24,
+           max_target_tokens: int = 32, batch_size: int = 8, results_file: str | Path | None = None) -> list[dict]:
+    """Craft an input for each target (Section 5.1.2, "Decoding"): greedy decoding (`num_beams=1`), or beam search
+    whose `num_beams` best candidates are all sent to the environment, the one with the highest reward kept
+    ("RL BeamSearch(N)"). Returns one record per distinct target: `{"target", "trigger", "output", "reward"}`.
+
+    For Figure 2 / Table 1 numbers pass a reward with `threshold=-1`, so that `reward` is the similarity itself.
+    With `results_file` (JSONL), each batch's records are appended as soon as they are found and targets already in
+    the file are not attacked again: an interrupted attack (e.g. the environment went down) resumes where it stopped.
+    """
+    if num_beams < 1 or batch_size < 1:
+        raise ValueError(f"`num_beams` and `batch_size` must be >= 1, got {num_beams} and {batch_size}.")
+    targets = list(dict.fromkeys(targets))
+    _check_targets(targets, reward_function)
+    results_path = None if results_file is None else Path(results_file)
+    records = _read_jsonl(results_path) if results_path is not None and results_path.is_file() else []
+    done = {record["target"] for record in records}
+    decoding = {"do_sample": False, "num_beams": num_beams, "num_return_sequences": num_beams}
+    if num_beams > 1:
+        decoding["early_stopping"] = True
+    generation_config = reverse_generation_config(tokenizer, max_input_tokens, **decoding)
+    collator = TargetCollator(tokenizer, max_target_tokens)
+    model.eval()
+    pending = [target for target in targets if target not in done]
+    for start in range(0, len(pending), batch_size):
+        batch_targets = pending[start : start + batch_size]
+        batch = collator([{"target": target} for target in batch_targets])
+        with torch.no_grad():
+            sequences = model.generate(
+                input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device),
+                generation_config=generation_config,
+            )
+        candidates = _decode_inputs(tokenizer, sequences)
+        candidate_targets = [target for target in batch_targets for _ in range(num_beams)]
+        rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
+        found = []
+        for row, target in enumerate(batch_targets):
+            span = range(row * num_beams, (row + 1) * num_beams)
+            best = max(span, key=lambda index: rewards[index])  # the first (best-scored beam) among ties
+            found.append({"target": target, "trigger": candidates[best], "output": outputs[best],
+                          "reward": rewards[best]})
+        if results_path is not None:
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            with results_path.open("a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in found)
+        records += found
+    by_target = {record["target"]: record for record in records}
+    return [by_target[target] for target in targets]
+
+
+def write_found_pairs(records: Sequence[dict], path: str | Path, min_reward: float = 0.5) -> int:
+    """Write the found pairs of `attack`, those with `reward >= min_reward`, as JSONL `{"trigger", "target",
+    "reward"}` rows, as texts (the negative-training trainer reads them with `attacks.hits.read_trigger_pairs`, in
+    the attacked model's own tokenization); returns how many were written."""
+    found = [record for record in records if record["trigger"] and record["reward"] >= min_reward]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in found:
+            line = {"trigger": record["trigger"], "target": record["target"], "reward": record["reward"]}
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return len(found)
