@@ -2,13 +2,14 @@
 N-best lists and personas; bad input fails clearly; a saved model answers in a process without this package."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from transformers import pipeline
+from transformers import LogitsProcessorList, pipeline
 
 import hf_neuralconv  # noqa: F401  (registers the "conversational" task)
 from hf_neuralconv.chat import Responder
@@ -326,3 +327,112 @@ def test_trust_remote_code_route_works_without_the_package(model_dir, persona_di
 def assert_same_outputs(got, want):
     assert [o["generated_text"] for o in got] == [o["generated_text"] for o in want]
     assert [o["score"] for o in got] == pytest.approx([o["score"] for o in want], abs=1e-4)
+
+
+# MMI strategies (Li et al. 2016 MMI-antiLM; Luan et al. 2017 MMI-bidi): the pipeline runs the package's decoders.
+
+
+def tiny_anti_lm(tokenizer, seed: int = 1, vocab_size: int | None = None):
+    from hf_neuralconv import LSTMForCausalLM, LSTMLMConfig
+
+    torch.manual_seed(seed)
+    return LSTMForCausalLM(LSTMLMConfig(
+        vocab_size=vocab_size or len(tokenizer), embedding_size=12, hidden_size=16, num_layers=1, dropout=0.0,
+        init_range=0.5, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )).eval()
+
+
+@pytest.fixture(scope="module")
+def reverse_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("reverse"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def mmi_chat(model_dir, chat, reverse_dir):
+    return pipeline("conversational", model=str(model_dir), anti_lm=tiny_anti_lm(chat.tokenizer),
+                    reverse_model=str(reverse_dir))
+
+
+def test_mmi_antilm_is_generate_with_the_antilm_processor(mmi_chat):
+    from hf_neuralconv.generation import MMIAntiLMLogitsProcessor
+
+    turns = [m["content"] for m in CHAT]
+    for lam, gamma in ((1.0, 2), (0.5, 3)):
+        outputs = mmi_chat(CHAT, strategy="mmi-antilm", mmi_lambda=lam, mmi_gamma=gamma, num_beams=4,
+                           num_return_sequences=3)
+        processor = MMIAntiLMLogitsProcessor(mmi_chat.anti_lm, mmi_chat.model.config, lam=lam, gamma=gamma)
+        expected, output, _ = reference(mmi_chat, turns, num_beams=4, num_return_sequences=3,
+                                        logits_processor=LogitsProcessorList([processor]))
+        assert replies(outputs) == expected
+        assert [o["score"] for o in outputs] == pytest.approx(output.sequences_scores.tolist())
+    plain = replies(mmi_chat(CHAT, strategy="beam", num_beams=4, num_return_sequences=3))
+    assert replies(mmi_chat(CHAT, strategy="mmi-antilm", mmi_lambda=1.0, mmi_gamma=2, num_beams=4,
+                            num_return_sequences=3)) != plain, "the anti-LM changes the N-best here"
+    # Defaults: 5 beams, lambda 0.5, gamma 3; batches give the same replies.
+    processor = MMIAntiLMLogitsProcessor(mmi_chat.anti_lm, mmi_chat.model.config, lam=0.5, gamma=3)
+    default = replies(mmi_chat(CHAT, strategy="mmi-antilm"))
+    assert default == reference(mmi_chat, turns, num_beams=5, logits_processor=LogitsProcessorList([processor]))[0]
+    chats = [CHAT, "hi , how are you ?", CHAT[:3]]
+    batched = mmi_chat(chats, strategy="mmi-antilm", batch_size=3)
+    assert [replies(o) for o in batched] == [replies(mmi_chat(c, strategy="mmi-antilm")) for c in chats]
+    # Weights given when building the pipeline are the defaults of its calls; other strategies ignore them.
+    weighted = pipeline("conversational", model=mmi_chat.model, tokenizer=mmi_chat.tokenizer,
+                        anti_lm=mmi_chat.anti_lm, mmi_lambda=1.0, mmi_gamma=2)
+    assert replies(weighted(CHAT, strategy="mmi-antilm", num_beams=4)) == replies(
+        mmi_chat(CHAT, strategy="mmi-antilm", mmi_lambda=1.0, mmi_gamma=2, num_beams=4))
+    assert replies(weighted(CHAT, strategy="greedy")) == replies(mmi_chat(CHAT, strategy="greedy"))
+
+
+def test_mmi_bidi_is_mmi_bidi_generate(mmi_chat):
+    from hf_neuralconv.generation import mmi_bidi_generate
+
+    settings = dict(num_beams=4, max_new_tokens=6)
+    outputs = mmi_chat(CHAT, strategy="mmi-bidi", mmi_lambda=0.5, mmi_gamma=0.2, num_return_sequences=3, **settings)
+    turns = [m["content"] for m in CHAT]
+    expected = mmi_bidi_generate(mmi_chat.model, mmi_chat.reverse_model, mmi_chat.tokenizer, [turns], lam=0.5,
+                                 gamma=0.2, **settings)[0]
+    assert [(o["generated_text"][-1]["content"], o["score"]) for o in outputs] == expected[:3]
+    assert outputs[0]["generated_text"][:-1] == CHAT
+    # A batch of chats: one call of mmi_bidi_generate, the same answers as one chat at a time.
+    chats = [CHAT, "hi , how are you ?", CHAT[:3]]
+    batched = mmi_chat(chats, strategy="mmi-bidi", mmi_lambda=0.5, mmi_gamma=0.2, batch_size=3, **settings)
+    one_by_one = [mmi_chat(c, strategy="mmi-bidi", mmi_lambda=0.5, mmi_gamma=0.2, **settings) for c in chats]
+    assert [replies(o) for o in batched] == [replies(o) for o in one_by_one]
+    for got, want in zip(batched, one_by_one, strict=True):
+        assert got[0]["score"] == pytest.approx(want[0]["score"], abs=1e-4)
+
+
+def test_mmi_bidi_reads_the_tuned_settings(model_dir, reverse_dir, tmp_path):
+    from hf_neuralconv.generation import MMITuningResult, mmi_bidi_generate, save_mmi_settings
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(model_dir, tuned)
+    plain = pipeline("conversational", model=str(tuned))
+    assert "mmi-bidi" not in plain.available_strategies()
+    save_mmi_settings(plain.model.generation_config, MMITuningResult(lam=0.3, gamma=0.5, bleu=1.0),
+                      str(reverse_dir), num_beams=3, max_new_tokens=5)
+    plain.model.generation_config.save_pretrained(tuned)
+    reloaded = pipeline("conversational", model=str(tuned))
+    assert reloaded.available_strategies() == ["greedy", "beam", "sample", "mmi-bidi"]
+    outputs = reloaded(CHAT, strategy="mmi-bidi", num_return_sequences=2)
+    expected = mmi_bidi_generate(reloaded.model, None, reloaded.tokenizer, [[m["content"] for m in CHAT]])[0]
+    assert [(o["generated_text"][-1]["content"], o["score"]) for o in outputs] == expected[:2]
+
+
+def test_mmi_strategies_need_their_model_with_the_same_vocabulary(chat, mmi_chat, model_dir, tmp_path):
+    assert chat.available_strategies() == ["greedy", "beam", "sample"]
+    with pytest.raises(ValueError, match="needs an anti-LM: build the pipeline with `anti_lm=`"):
+        chat("hi", strategy="mmi-antilm")
+    with pytest.raises(ValueError, match="needs a reverse model"):
+        chat("hi", strategy="mmi-bidi")
+    with pytest.raises(ValueError, match="anti-LM has a vocabulary of 7 tokens"):
+        pipeline("conversational", model=str(model_dir), anti_lm=tiny_anti_lm(chat.tokenizer, vocab_size=7))
+    other = make_model_dir(tmp_path / "other", extra_sentences=["completely new words here"])
+    with pytest.raises(ValueError, match="reverse model has a vocabulary of"):
+        pipeline("conversational", model=str(model_dir), reverse_model=str(other))
+    with pytest.raises(FileNotFoundError, match="no anti-LM directory"):
+        pipeline("conversational", model=str(model_dir), anti_lm=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="contradicts"):
+        mmi_chat("hi", strategy="mmi-antilm", do_sample=True)
+    assert replies(chat("hi")), "the pipeline keeps answering after an error"

@@ -2,6 +2,7 @@
 concurrent use, bad input gets a readable error while the server keeps serving, and a real browser can chat."""
 
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -274,6 +275,12 @@ def test_browser_chat_with_persona_switch(persona_dir, pipe, tmp_path):
             user_messages = page.locator("[data-testid='user']")
             sync_api.expect(user_messages).to_have_text(["hi , how are you ?", "what do you do ?"])
 
+            # The Red team tab answers a persona model with a readable message in the page, and the chat goes on.
+            page.get_by_role("tab", name="Red team").click()
+            page.get_by_label("Target sentence").fill("i like music .")
+            page.get_by_role("button", name="Find triggers").click()
+            sync_api.expect(page.get_by_text("attacks models without speakers").first).to_be_visible(timeout=30_000)
+
             screenshot = tmp_path / "space_chat.png"
             page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
@@ -282,3 +289,123 @@ def test_browser_chat_with_persona_switch(persona_dir, pipe, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# MMI strategies in the decoding controls; the Red team tab.
+
+
+def strategy_choices(demo) -> dict[str, list[str]]:
+    """The choices of every strategy control of a built demo, by label."""
+    return {block.label: [value for _, value in block.choices] for block in demo.blocks.values()
+            if isinstance(block, (gr.Radio, gr.Dropdown)) and "trategy" in (block.label or "")}
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("space_plain"), seed=2)
+
+
+@pytest.fixture(scope="module")
+def plain_pipe(plain_dir):
+    return space.load_pipeline(str(plain_dir))
+
+
+def test_mmi_strategies_are_offered_only_when_configured(plain_dir, plain_pipe, tmp_path, monkeypatch):
+    from test_pipeline import tiny_anti_lm
+
+    from hf_neuralconv.generation import MMITuningResult, save_mmi_settings
+
+    basic = ["greedy", "beam", "sample"]
+    assert set(map(tuple, strategy_choices(space.build_demo(plain_pipe)).values())) == {tuple(basic)}
+    anti_lm_dir = tmp_path / "anti_lm"
+    tiny_anti_lm(plain_pipe.tokenizer).save_pretrained(anti_lm_dir)
+    reverse_dir = make_model_dir(tmp_path / "reverse", seed=4)
+    mmi = space.load_pipeline(str(plain_dir), str(anti_lm_dir), str(reverse_dir))
+    # A reverse model without tuned weights: mmi-bidi would have no lambda/gamma to use, so it stays hidden.
+    assert set(map(tuple, strategy_choices(space.build_demo(mmi)).values())) == {(*basic, "mmi-antilm")}
+    save_mmi_settings(mmi.model.generation_config, MMITuningResult(lam=0.4, gamma=0.1, bleu=0.0), str(reverse_dir),
+                      num_beams=4, max_new_tokens=6)
+    choices = strategy_choices(space.build_demo(mmi))
+    assert set(choices) == {"Decoding strategy", "Strategy A", "Strategy B"}
+    assert all(values == [*basic, "mmi-antilm", "mmi-bidi"] for values in choices.values())
+    for strategy in ("mmi-antilm", "mmi-bidi"):
+        reply, candidates = space.answer(mmi, threading.Lock(), "hi , how are you ?", [], None, strategy, 4, 1.0,
+                                         0.9, 6, 2, 2)
+        want = mmi("hi , how are you ?", strategy=strategy, num_beams=4, num_return_sequences=2, max_new_tokens=6,
+                   context_turns=2)
+        assert candidates == [[o["generated_text"][-1]["content"], pytest.approx(o["score"], abs=1e-3)] for o in want]
+        assert reply == candidates[0][0]
+    # The environment variables reach the pipeline.
+    monkeypatch.setenv(space.MODEL_ENV, str(plain_dir))
+    monkeypatch.setenv(space.ANTI_LM_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit, match="no anti-LM directory"):
+        space.main()
+
+
+@pytest.fixture(scope="module")
+def reverse_generator(tmp_path_factory):
+    return space.load_reverse_generator(str(make_model_dir(tmp_path_factory.mktemp("generator"), seed=5)))
+
+
+def test_red_team_replies_and_hits_are_the_pipelines(plain_pipe, reverse_generator):
+    from hf_neuralconv.attacks import HitCriterion, score_pairs
+    from hf_neuralconv.data import encode_target
+    from hf_neuralconv.pipelines import encode_history
+
+    target, threshold = "i like music and books .", -3.0
+    progress_calls = []
+    rows, summary = space.red_team(plain_pipe, threading.Lock(), target, 3, 10, 1, 2, threshold, 3, reverse_generator,
+                                   progress=lambda fraction, desc: progress_calls.append(fraction))
+    assert [row[0].split(" (")[0] for row in rows] == ["gibbs-enum", "reverse generator, greedy",
+                                                       "reverse generator, beam 3"]
+    assert progress_calls == [(0, 5), (1, 5), (2, 5), (3, 5), (4, 5)]
+    tokenizer = plain_pipe.tokenizer
+    target_ids = encode_target(tokenizer, [target], 20)[0]
+    criterion = HitCriterion("o-sample-avg-hit", output_threshold=threshold)
+    for method, trigger, reply, avg_log_prob, hit in rows:
+        assert trigger, method
+        assert reply == plain_pipe(trigger, strategy="greedy")[0]["generated_text"][-1]["content"]
+        # What the model reads when it replies: `<user>` and the trigger, cut to its last max_source_length tokens.
+        source_ids = encode_history(tokenizer, [trigger], 0, plain_pipe.max_source_length)
+        assert len(source_ids) <= plain_pipe.max_source_length
+        scores = score_pairs(plain_pipe.model, [], [source_ids], [target_ids])
+        assert avg_log_prob == pytest.approx(float(scores.avg_log_prob[0]), abs=1e-4)
+        assert hit == bool(criterion.hits(scores)[0])
+    assert f"{sum(row[4] for row in rows)} of 3 triggers hit" in summary
+    # Without a reverse generator: gibbs-enum only, and the message says how to add one.
+    rows, summary = space.red_team(plain_pipe, threading.Lock(), target, 2, 5, 1, 1, threshold)
+    assert len(rows) == 1 and space.REVERSE_GENERATOR_ENV in summary
+
+
+def test_red_team_threshold_is_minus_log_test_perplexity(plain_dir, plain_pipe, tmp_path):
+    threshold, source = space.output_threshold(plain_pipe)
+    assert threshold == space.PAPER_OUTPUT_THRESHOLD and "paper" in source
+    trained = tmp_path / "trained"
+    shutil.copytree(plain_dir, trained)
+    (trained / "results.json").write_text('{"test_perplexity": 59.0}')
+    threshold, source = space.output_threshold(space.load_pipeline(str(trained)))
+    assert threshold == pytest.approx(-math.log(59.0)) and "results.json" in source
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [("", "Give a target sentence"), (" \x00\x07 ", "Give a target sentence"),
+     ("zzzqx qqqv", "knows none of the words"), ("x" * 2_000, "the limit is 1,000")],
+)
+def test_red_team_bad_input_is_a_readable_error(plain_pipe, target, error):
+    with pytest.raises(gr.Error, match=error):
+        space.red_team(plain_pipe, threading.Lock(), target, 2, 5, 1, 1, -3.0)
+
+
+def test_red_team_endpoint_keeps_the_server_serving(plain_pipe, pipe):
+    with pytest.raises(gr.Error, match="without speakers"):
+        space.red_team(pipe, threading.Lock(), "hi", 2, 5, 1, 1, -3.0)
+    demo = launch(plain_pipe)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        with pytest.raises(AppError, match="knows none of the words"):
+            client.predict("zzzqx", 2, 5, 1, 1, -3.0, 5, api_name="/red_team")
+        rows, summary = client.predict("good night .", 2, 5, 1, 1, -3.0, 5, api_name="/red_team")
+        assert len(rows["data"]) == 1 and "triggers hit" in summary
+    finally:
+        demo.close()

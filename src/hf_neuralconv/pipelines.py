@@ -15,13 +15,24 @@ Call options (also accepted when building the pipeline, as defaults):
   required by persona models (`config.num_speakers > 0`), refused by the others.
 * `strategy`: `"greedy"`, `"beam"` or `"sample"` (see `DECODING_STRATEGIES`); any `generate()` argument
   (`num_beams`, `temperature`, `top_p`, `max_new_tokens`, ...) refines it. Without a strategy the model's
-  `generation_config` decides.
+  `generation_config` decides. Two more strategies need a second model (`available_strategies()` lists those this
+  pipeline can run):
+  - `"mmi-antilm"` (Li et al. 2016): beam search with `MMIAntiLMLogitsProcessor`, i.e. log p(T|S) minus
+    `mmi_lambda` times the anti-LM's log p(T) over the first `mmi_gamma` tokens. Needs `anti_lm=` when building the
+    pipeline: an `LSTMForCausalLM` over the chatbot's vocabulary, or its directory.
+  - `"mmi-bidi"` (Luan et al. 2017, Eq. 4): the beam-search N-best reranked by log p(R|M) + `mmi_lambda` log p(M|R)
+    + `mmi_gamma` |R| (`generation.rerank.mmi_bidi_generate`); the scores are the reranked ones. Needs
+    `reverse_model=` (a model or its directory), or the settings saved in `model.generation_config.mmi` (weights,
+    beams, reverse model directory; `generation.save_mmi_settings`).
+* `mmi_lambda`, `mmi_gamma`: the weights of the MMI strategies (other strategies ignore them). Defaults: for
+  mmi-antilm 0.5 and 3 (a starting point, not tuned), for mmi-bidi the tuned weights of `generation_config.mmi`.
 * `context_turns`: earlier turns kept before the message being answered (default: the model's training setting).
 * `num_return_sequences`: an N-best list; every candidate comes with its score, best first.
 
 This file is copied next to a saved model by `add_custom_pipeline` (with `tokenization.py`, the one module of the
 package it needs), so `pipeline(model=dir, trust_remote_code=True)` works with transformers alone. It must therefore
-import only torch, transformers, the standard library and `.data.tokenization`.
+import only torch, transformers, the standard library and `.data.tokenization` at module level; the MMI strategies
+import `hf_neuralconv` when they run (`pip install hf-neuralconv`), and say so when it is missing.
 """
 
 import json
@@ -34,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import Pipeline
+from transformers import AutoModelForSeq2SeqLM, LogitsProcessorList, Pipeline, PreTrainedModel
 from transformers.utils import cached_file
 
 from .data.tokenization import encode_source, source_text
@@ -58,7 +69,16 @@ DECODING_STRATEGIES = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam": {"do_sample": False, "num_beams": 5},
     "sample": {"do_sample": True, "num_beams": 1},
+    "mmi-antilm": {"do_sample": False, "num_beams": 5},
+    "mmi-bidi": {"do_sample": False},  # beams: generation_config.mmi, else rerank.DEFAULT_NUM_BEAMS
 }
+BASIC_STRATEGIES = ("greedy", "beam", "sample")
+# MMI-antiLM weights when neither the call nor the pipeline gives them: lambda and the number of penalised leading
+# tokens (Li et al. 2016 tune both on development data; these only make the strategy usable out of the box).
+DEFAULT_ANTILM_LAMBDA = 0.5
+DEFAULT_ANTILM_GAMMA = 3
+# The key of `generation_config` holding tuned MMI-bidi settings (`generation.rerank.MMI_CONFIG_KEY`).
+MMI_CONFIG_KEY = "mmi"
 ROLES = ("user", "assistant")
 
 
@@ -176,10 +196,13 @@ class ConversationalPipeline(Pipeline):
     Input: a string, a list of role/content messages, or a list of such chats (a batch; `batch_size=` pads and
     decodes them together). Output, per chat: the N-best candidates, best first, each
     `{"generated_text": chat + [{"role": "assistant", "content": reply}], "score": float}`. The score is the
-    length-normalised beam score under beam search, else the sum of the reply's token log-probabilities.
+    length-normalised beam score under beam search (mmi-antilm: of the penalised scores), the Eq. 4 score under
+    mmi-bidi, else the sum of the reply's token log-probabilities.
 
     `speakers` and `max_source_length` override what the model directory says (`speakers.json`,
     `data_config.json`); `context_turns` given when building the pipeline becomes the default of every call.
+    `anti_lm` and `reverse_model` (a loaded model or a directory) enable the MMI strategies; a model over another
+    vocabulary is refused here, with a ValueError.
     """
 
     _pipeline_calls_generate = True
@@ -189,7 +212,9 @@ class ConversationalPipeline(Pipeline):
     _load_video_processor = False
     _load_feature_extractor = False
 
-    def __init__(self, *args, speakers: dict[str, int] | None = None, max_source_length: int | None = None, **kwargs):
+    def __init__(self, *args, speakers: dict[str, int] | None = None, max_source_length: int | None = None,
+                 anti_lm: PreTrainedModel | str | Path | None = None,
+                 reverse_model: PreTrainedModel | str | Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         name = self.model.name_or_path
         data_config = read_model_json(name, DATA_CONFIG_FILE) or {}
@@ -197,6 +222,65 @@ class ConversationalPipeline(Pipeline):
         self.context_turns = data_config.get("max_context_turns", DEFAULT_CONTEXT_TURNS)
         self.speakers = dict(speakers) if speakers is not None else read_model_json(name, SPEAKERS_FILE) or {}
         self.num_speakers = getattr(self.model.config, "num_speakers", 0)
+        self.anti_lm = None if anti_lm is None else self._load_anti_lm(anti_lm)
+        self.reverse_model = None if reverse_model is None else self._load_reverse_model(reverse_model)
+
+    @property
+    def mmi_settings(self) -> dict:
+        """The tuned MMI-bidi settings saved in `model.generation_config.mmi` (empty when there are none)."""
+        return getattr(self.model.generation_config, MMI_CONFIG_KEY, None) or {}
+
+    def available_strategies(self) -> list[str]:
+        """The decoding strategies this pipeline can run: the basic ones, and each MMI one whose model is here
+        (mmi-bidi also when `generation_config.mmi` names a reverse model directory)."""
+        strategies = list(BASIC_STRATEGIES)
+        if self.anti_lm is not None:
+            strategies.append("mmi-antilm")
+        if self.reverse_model is not None or self.mmi_settings.get("reverse_model"):
+            strategies.append("mmi-bidi")
+        return strategies
+
+    def _load_anti_lm(self, anti_lm) -> PreTrainedModel:
+        _, models, checks = _mmi_package("mmi-antilm")
+        if isinstance(anti_lm, (str, Path)):
+            if not Path(anti_lm).is_dir():
+                raise FileNotFoundError(f"{anti_lm}: no anti-LM directory here (a saved LSTMForCausalLM).")
+            anti_lm = models.LSTMForCausalLM.from_pretrained(anti_lm).eval()
+        if not isinstance(anti_lm, models.LSTMForCausalLM):
+            raise TypeError(f"`anti_lm` must be an LSTMForCausalLM or its directory, got {type(anti_lm).__name__}.")
+        checks.check_same_vocabulary(self.model.config, anti_lm.config, "chatbot", "anti-LM")
+        return anti_lm.to(self.model.device).eval()
+
+    def _load_reverse_model(self, reverse_model) -> PreTrainedModel:
+        _, _, checks = _mmi_package("mmi-bidi")
+        if isinstance(reverse_model, (str, Path)):
+            if not Path(reverse_model).is_dir():
+                raise FileNotFoundError(f"{reverse_model}: no reverse model directory here (a saved p(M|R) model).")
+            reverse_model = AutoModelForSeq2SeqLM.from_pretrained(reverse_model)
+        if not isinstance(reverse_model, PreTrainedModel):
+            raise TypeError(f"`reverse_model` must be a model or its directory, got {type(reverse_model).__name__}.")
+        checks.check_same_vocabulary(self.model.config, reverse_model.config, "chatbot", "reverse model")
+        return reverse_model.to(self.model.device).eval()
+
+    def _mmi_model(self, strategy: str) -> PreTrainedModel:
+        """The second model a MMI strategy needs, or a ValueError saying how to give it."""
+        if strategy == "mmi-antilm":
+            if self.anti_lm is None:
+                raise ValueError(
+                    "strategy='mmi-antilm' needs an anti-LM: build the pipeline with `anti_lm=` (an LSTMForCausalLM "
+                    "trained on the chatbot's replies, or its directory)."
+                )
+            return self.anti_lm
+        if self.reverse_model is None:
+            saved = self.mmi_settings.get("reverse_model")
+            if not saved:
+                raise ValueError(
+                    "strategy='mmi-bidi' needs a reverse model p(M|R): build the pipeline with `reverse_model=`, or "
+                    f"save tuned settings in the model's generation_config.{MMI_CONFIG_KEY} "
+                    "(`hf_neuralconv.generation.save_mmi_settings`)."
+                )
+            self.reverse_model = self._load_reverse_model(saved)
+        return self.reverse_model
 
     def __call__(self, inputs, **kwargs):
         """Answer one chat (a string or a message list) or a list of chats; see the class docstring."""
@@ -204,7 +288,8 @@ class ConversationalPipeline(Pipeline):
             raise ValueError("Nothing to answer: the conversation (or batch) is empty.")
         return super().__call__(inputs, **kwargs)
 
-    def _sanitize_parameters(self, speaker=None, strategy=None, context_turns=None, **generate_kwargs):
+    def _sanitize_parameters(self, speaker=None, strategy=None, context_turns=None, mmi_lambda=None, mmi_gamma=None,
+                             **generate_kwargs):
         preprocess_params = {}
         if speaker is not None:
             preprocess_params["speaker"] = speaker
@@ -214,6 +299,9 @@ class ConversationalPipeline(Pipeline):
             if strategy not in DECODING_STRATEGIES:
                 raise ValueError(f"Unknown decoding strategy {strategy!r}; choose one of {list(DECODING_STRATEGIES)}.")
             generate_kwargs["strategy"] = strategy
+        for key, value in (("mmi_lambda", mmi_lambda), ("mmi_gamma", mmi_gamma)):
+            if value is not None:
+                generate_kwargs[key] = value
         return preprocess_params, generate_kwargs, {}
 
     def speaker_id(self, speaker: str | int | None) -> int | None:
@@ -254,6 +342,8 @@ class ConversationalPipeline(Pipeline):
         if speaker_id is not None:
             model_inputs["speaker_ids"] = torch.tensor([speaker_id])
         model_inputs["messages"] = list(messages)
+        # What mmi-bidi re-reads through `rerank.mmi_bidi_generate` (the same `encode_history`, so the same ids).
+        model_inputs["turns"] = turns[max(0, len(turns) - 1 - keep):]
         return model_inputs
 
     def _decoding_kwargs(self, strategy: str | None, generate_kwargs: dict) -> dict:
@@ -263,15 +353,28 @@ class ConversationalPipeline(Pipeline):
             return kwargs
         for key, value in DECODING_STRATEGIES[strategy].items():
             kwargs.setdefault(key, value)
-        beams = kwargs["num_beams"]
-        if kwargs["do_sample"] != (strategy == "sample") or (beams > 1) != (strategy == "beam"):
+        beams = kwargs.get("num_beams")
+        wrong_beams = strategy in ("greedy", "beam") and (beams > 1) != (strategy == "beam")
+        if kwargs["do_sample"] != (strategy == "sample") or wrong_beams:
             raise ValueError(
                 f"strategy={strategy!r} contradicts do_sample={kwargs['do_sample']}, num_beams={beams}: greedy "
-                "decoding uses one beam without sampling, beam search several beams, sampling do_sample=True."
+                "decoding uses one beam without sampling, beam search several beams, sampling do_sample=True, the "
+                "MMI strategies decode without sampling."
             )
         return kwargs
 
-    def _forward(self, model_inputs, strategy=None, **generate_kwargs):
+    def _forward(self, model_inputs, strategy=None, mmi_lambda=None, mmi_gamma=None, **generate_kwargs):
+        if strategy == "mmi-bidi":
+            return self._forward_mmi_bidi(model_inputs, mmi_lambda, mmi_gamma, generate_kwargs)
+        if strategy == "mmi-antilm":
+            generation, _, _ = _mmi_package(strategy)
+            processor = generation.MMIAntiLMLogitsProcessor(
+                self._mmi_model(strategy), self.model.config,
+                lam=DEFAULT_ANTILM_LAMBDA if mmi_lambda is None else mmi_lambda,
+                gamma=DEFAULT_ANTILM_GAMMA if mmi_gamma is None else mmi_gamma,
+            )
+            given = generate_kwargs.get("logits_processor", self._generate_kwargs.get("logits_processor"))
+            generate_kwargs["logits_processor"] = LogitsProcessorList([*(given or []), processor])
         generate_kwargs = self._prepare_generate_kwargs(
             self._decoding_kwargs(strategy, generate_kwargs), return_dict_in_generate=True, output_scores=True
         )
@@ -291,10 +394,33 @@ class ConversationalPipeline(Pipeline):
             "messages": model_inputs["messages"],
         }
 
+    def _forward_mmi_bidi(self, model_inputs, mmi_lambda, mmi_gamma, generate_kwargs):
+        """The reranked N-best of each chat (`rerank.mmi_bidi_generate`, all chats of the batch in one call)."""
+        generation, _, _ = _mmi_package("mmi-bidi")
+        kwargs = self._decoding_kwargs("mmi-bidi", generate_kwargs)
+        kwargs.pop("do_sample")  # mmi_bidi_generate decodes the N-best without sampling
+        returned = kwargs.pop("num_return_sequences", None) or 1
+        turns = model_inputs["turns"]
+        single = isinstance(turns[0], str)  # one chat unbatched, else one list of turns per chat
+        histories = [turns] if single else turns
+        speaker_ids = model_inputs.get("speaker_ids")
+        ranked = generation.mmi_bidi_generate(
+            self.model, self._mmi_model("mmi-bidi"), self.tokenizer, histories, lam=mmi_lambda, gamma=mmi_gamma,
+            speaker_ids=None if speaker_ids is None else speaker_ids.reshape(-1).tolist(),
+            # `preprocess` already kept the turns to read: every history is read whole
+            context_turns=max(len(history) for history in histories) - 1, max_source_length=self.max_source_length,
+            **kwargs,
+        )
+        candidates = [answer[:returned] for answer in ranked]
+        return {"candidates": candidates[0] if single else candidates, "messages": model_inputs["messages"]}
+
     def postprocess(self, model_outputs):
-        texts = self.tokenizer.batch_decode(model_outputs["sequences"][0], skip_special_tokens=True)
-        scores = model_outputs["scores"][0].tolist()
-        candidates = sorted(zip(texts, scores, strict=True), key=lambda candidate: -candidate[1])
+        if "candidates" in model_outputs:  # mmi-bidi: reranked (text, score) pairs, best first
+            candidates = model_outputs["candidates"]
+        else:
+            texts = self.tokenizer.batch_decode(model_outputs["sequences"][0], skip_special_tokens=True)
+            scores = model_outputs["scores"][0].tolist()
+            candidates = sorted(zip(texts, scores, strict=True), key=lambda candidate: -candidate[1])
         messages = model_outputs["messages"]
         return [
             {"generated_text": [*messages, {"role": "assistant", "content": text}], "score": score}
@@ -342,3 +468,15 @@ def add_custom_pipeline(model_dir: str | Path) -> None:
         }
     }
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _mmi_package(strategy: str):
+    """The `hf_neuralconv` modules the MMI strategies run on, imported on first use (remote code has no package)."""
+    try:
+        from hf_neuralconv import generation, models
+        from hf_neuralconv.generation import checks
+    except ImportError as error:
+        raise ImportError(
+            f"strategy={strategy!r} needs the hf_neuralconv package (`pip install hf-neuralconv`): {error}"
+        ) from error
+    return generation, models, checks
