@@ -170,21 +170,13 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast) 
     """A fresh model sized by `model_args` for `tokenizer`'s vocabulary, or the saved one it names."""
     if model_args.model_name_or_path:
         return LSTMSeq2SeqForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    architecture = {name: value for name, value in asdict(model_args).items() if name != "model_name_or_path"}
     config = LSTMSeq2SeqConfig(
         vocab_size=len(tokenizer),
-        embedding_size=model_args.embedding_size,
-        hidden_size=model_args.hidden_size,
-        num_layers=model_args.num_layers,
-        bidirectional_encoder=model_args.bidirectional_encoder,
-        attention=model_args.attention,
-        projection_size=model_args.projection_size,
-        dropout=model_args.dropout,
-        share_embeddings=model_args.share_embeddings,
-        tie_word_embeddings=model_args.tie_word_embeddings,
-        init_range=model_args.init_range,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **architecture,
     )
     return LSTMSeq2SeqForConditionalGeneration(config)
 

@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,7 +74,7 @@ def _call_with_timeout(function: Callable, argument, timeout: float | None):
     return outcome["reply"]
 
 
-class DialogueEnvironment:
+class DialogueEnvironment(ABC):
     """The black-box dialogue model D of Liu et al. (2019, Section 4.2.1): `environment(inputs) -> replies`.
 
     Subclasses implement `_query` (one attempt for a batch of inputs). This class validates the inputs, counts the
@@ -104,9 +105,9 @@ class DialogueEnvironment:
     def __repr__(self) -> str:
         return type(self).__name__
 
+    @abstractmethod
     def _query(self, inputs: list[str]) -> list[str | Exception]:
         """One attempt: a reply, or the exception that prevented it, per input (or raise for the whole batch)."""
-        raise NotImplementedError
 
     def __call__(self, inputs: Sequence[str]) -> list[str]:
         """The replies of D to `inputs` (non-empty strings), in order; see the class docstring for failures."""
