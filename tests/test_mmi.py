@@ -244,7 +244,8 @@ def test_rerank_equals_hand_computed_eq4(tiny_tokenizer, bidi_models, lam, gamma
     expected.sort(key=lambda pair: -pair[1])
     ranked = rerank(model, reverse_model, tiny_tokenizer, HISTORIES[:1], CANDIDATES[:1], lam=lam, gamma=gamma)[0]
     assert [reply for reply, _ in ranked] == [reply for reply, _ in expected]
-    torch.testing.assert_close([score for _, score in ranked], [score for _, score in expected])
+    # Batched (padded) and single-example float32 forward passes differ in summation order: float32 tolerance.
+    torch.testing.assert_close([score for _, score in ranked], [score for _, score in expected], rtol=1e-5, atol=1e-5)
 
 
 def test_rerank_weights_change_the_winner(tiny_tokenizer, bidi_models):
