@@ -8,6 +8,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,7 +107,10 @@ def load_data_and_tokenizer(data_args):
 
 
 def write_results(name: str, payload: dict, output: str | None = None) -> Path:
-    path = Path(output) if output else RESULTS_DIR / f"{name}.json"
+    """Write a benchmark's JSON: to `output`, else results/<name>.json — except for a --tiny run (its numbers mean
+    nothing), which goes to the temporary folder so that it never replaces a real measurement."""
+    default_dir = Path(tempfile.gettempdir()) / "hf-neuralconv-bench-tiny" if payload.get("tiny") else RESULTS_DIR
+    path = Path(output) if output else default_dir / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -385,20 +385,23 @@ def main(argv=None) -> dict:
     }
     path = write_results("train_throughput", payload, opts.output)
 
-    print(f"\nTraining throughput (median of {opts.repeats}; steps {opts.warmup_steps + 1}.."
-          f"{timing_steps}, batch {opts.batch_size})")
+    if summary:
+        print(f"\nTraining throughput (median of {opts.repeats}; steps {opts.warmup_steps + 1}.."
+              f"{timing_steps}, batch {opts.batch_size})")
     rows = []
     for name, entry in summary.items():
         ppl = perplexity.get(name, {}).get("validation_perplexity")
         rows.append([name, entry["tokens_per_s_median"], entry["ms_per_step_median"], entry["ratio_to_trainer_fp32"],
                      entry["padding_fraction"], ppl])
-    print_table(["variant", "tok/s", "ms/step", "x fp32", "pad frac", f"val ppl@{opts.ppl_steps}"], rows)
+    if rows:
+        print_table(["variant", "tok/s", "ms/step", "x fp32", "pad frac", f"val ppl@{opts.ppl_steps}"], rows)
     for name, entry in perplexity.items():
         if name not in summary:
             print(f"  {name}: val ppl@{opts.ppl_steps} {entry['validation_perplexity']:.2f}")
-    print()
-    print_table(["bar", "value", "threshold", "met"],
-                [[name, b["value"], b["threshold"], b["meets_bar"]] for name, b in bars.items()])
+    if bars:
+        print()
+        print_table(["bar", "value", "threshold", "met"],
+                    [[name, b["value"], b["threshold"], b["meets_bar"]] for name, b in bars.items()])
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 
