@@ -71,6 +71,27 @@ def test_loss_is_token_mean_cross_entropy(model, tiny_tokenizer):
     torch.testing.assert_close(summed, expected * 7 / 14)
 
 
+def test_loss_only_path_skips_padding_with_the_same_loss_and_gradients(model, tiny_tokenizer):
+    """`return_logits=False` (the training step) runs the output layer on labelled positions only: same loss, same
+    gradients as the full-logits path."""
+    input_ids, mask = batch(tiny_tokenizer)
+    labels = torch.tensor([[20, 21, 2, -100], [22, 23, 24, 2]])
+    extra = speaker_kwargs(model, 2)
+    losses, gradients = [], []
+    for return_logits in (True, False):
+        model.zero_grad()
+        output = model(input_ids=input_ids, attention_mask=mask, labels=labels, num_items_in_batch=14,
+                       return_logits=return_logits, **extra)
+        output.loss.backward()
+        losses.append(output.loss.detach())
+        gradients.append([parameter.grad.clone() for parameter in model.parameters() if parameter.grad is not None])
+    assert output.logits is None
+    torch.testing.assert_close(losses[1], losses[0])
+    assert len(gradients[0]) == len(gradients[1]) > 0
+    for full, loss_only in zip(*gradients):
+        torch.testing.assert_close(loss_only, full)
+
+
 def test_decoder_input_is_shifted_labels(model, tiny_tokenizer):
     input_ids, mask = batch(tiny_tokenizer)
     labels = torch.tensor([[20, 21, 2, -100], [22, 23, 24, 2]])
@@ -244,6 +265,10 @@ def test_causal_lm_cache_and_loss(tiny_tokenizer, tmp_path):
     assert state.get_seq_length() == ids.size(1)
     manual = F.cross_entropy(full.logits[0, :-1], ids[0, 1:])
     torch.testing.assert_close(full.loss, manual)
+    padded_labels = ids.masked_fill(torch.arange(ids.size(1)) >= 4, -100)
+    loss_only = model(ids, labels=padded_labels, return_logits=False)
+    assert loss_only.logits is None
+    torch.testing.assert_close(loss_only.loss, F.cross_entropy(full.logits[0, :3], ids[0, 1:4]))
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert torch.equal(reloaded(ids).logits, full.logits)

@@ -33,6 +33,9 @@ class ConversationTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._evaluation_totals is None:
+            if not return_outputs and self.label_smoother is None and "labels" in inputs:
+                # A training step needs the loss only: the output layer skips the padded positions.
+                inputs = {**inputs, "return_logits": False}
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs)
         logits, labels = outputs.logits, inputs["labels"]

@@ -116,6 +116,18 @@ def _token_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch) 
     return loss / num_items_in_batch
 
 
+def _logits_and_loss(output_layer: nn.Module, states: torch.Tensor, labels: torch.Tensor | None,
+                     num_items_in_batch, return_logits: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Vocabulary logits of `states` and, given `labels`, their loss. Without `return_logits` only the labelled
+    positions go through the output layer: in a padded batch of chat replies most positions are padding, and the
+    vocabulary softmax is the largest cost of a training step."""
+    if labels is None or return_logits:
+        logits = output_layer(states)
+        return logits, None if labels is None else _token_loss(logits, labels, num_items_in_batch)
+    labelled = labels.ne(-100)
+    return None, _token_loss(output_layer(states[labelled]), labels[labelled], num_items_in_batch)
+
+
 class LSTMOutputLayer(nn.Module):
     """Dropout, optional linear projection (Vinyals & Le, Section 5.2) and the vocabulary logits."""
 
@@ -310,6 +322,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
         task: str = SEQ2SEQ_TASK,
+        return_logits: bool = True,
     ) -> Seq2SeqLMOutput:
         r"""Decoder logits for `decoder_input_ids` (or the right-shifted `labels`) given the source.
 
@@ -320,6 +333,9 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
 
         `task="autoencoder"` encodes `input_ids` with the autoencoder encoder instead of the seq2seq one (Luan et al.
         2017, Section 4); everything after the encoder is the same.
+
+        `return_logits=False` (with `labels`) returns the loss only: the output layer then runs on the labelled
+        positions alone, so no softmax is spent on padding (the training step's choice; same loss).
         """
         if encoder_outputs is None:
             if input_ids is None:
@@ -347,9 +363,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
             decoder_states, attention_weights = self.attention(
                 decoder_states, encoder_outputs.last_hidden_state, attention_mask
             )
-        logits = self.output_layer(decoder_states)
-
-        loss = _token_loss(logits, labels, num_items_in_batch) if labels is not None else None
+        logits, loss = _logits_and_loss(self.output_layer, decoder_states, labels, num_items_in_batch, return_logits)
         next_state = None
         if use_cache is not False:
             next_state = LSTMState(hidden, cell, past_key_values.seen_tokens + decoder_input_ids.size(1))
@@ -435,16 +449,22 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        return_logits: bool = True,
     ) -> CausalLMOutputWithPast:
         r"""Next-token logits; with `labels` (usually `input_ids` with pads set to -100) the loss of predicting
-        `labels[:, 1:]` from the positions before them, as transformers' causal LMs do."""
+        `labels[:, 1:]` from the positions before them, as transformers' causal LMs do. `return_logits=False`
+        (with `labels`) returns the loss only, the output layer run on the labelled positions alone."""
         embedded = self.dropout(self.embed_tokens(input_ids))
         state = None if past_key_values is None else past_key_values.as_tuple()
         outputs, (hidden, cell) = self.lstm(embedded, state)
-        logits = self.output_layer(outputs)
-        loss = None
-        if labels is not None:
+        if labels is None:
+            logits, loss = self.output_layer(outputs), None
+        elif return_logits:
+            logits = self.output_layer(outputs)
             loss = _token_loss(logits[:, :-1], labels[:, 1:], num_items_in_batch)
+        else:
+            logits, loss = _logits_and_loss(self.output_layer, outputs[:, :-1], labels[:, 1:], num_items_in_batch,
+                                            return_logits=False)
         next_state = None
         if use_cache is not False:
             seen = 0 if past_key_values is None else past_key_values.seen_tokens
