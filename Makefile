@@ -7,7 +7,7 @@ CLI := $(VENV)/bin/hf-neuralconv
 QUICKSTART_DIR := outputs/seq2seq-quickstart
 FULL_DIR := outputs/seq2seq-full
 
-.PHONY: install kenlm browser demo full test test-heavy bench
+.PHONY: install kenlm browser demo full mmi test test-heavy bench
 
 # torch first, pinned to the CPU wheel: an unpinned or ranged torch would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +42,15 @@ full: install kenlm
 	$(CLI) train recipes/seq2seq/full.yaml
 	$(CLI) evaluate $(FULL_DIR) --ngram-orders 3 5 --output $(FULL_DIR)/evaluation.json --overwrite
 	$(CLI) chat $(FULL_DIR) --prompts recipes/seq2seq/probes.txt
+
+# MMI decoding on top of the full model (Luan et al. 2017; He & Glass 2020): the anti-LM and the reverse model
+# (sharing the chatbot's vocabulary), lambda/gamma tuned for dev BLEU, then the diversity report on test inputs.
+MMI_DIR := outputs/seq2seq-full-mmi
+mmi: install
+	$(CLI) train recipes/mmi/anti_lm.yaml
+	$(CLI) train recipes/mmi/reverse.yaml
+	$(CLI) mmi-tune $(FULL_DIR) --reverse-model outputs/mmi-reverse --output-dir $(MMI_DIR) --overwrite
+	$(CLI) diversity-report $(MMI_DIR) --anti-lm outputs/mmi-anti-lm --output $(MMI_DIR)/diversity_report.json --overwrite
 
 test: install kenlm browser
 	$(PY) -m pytest -q

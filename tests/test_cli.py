@@ -191,6 +191,19 @@ def test_model_card_carries_metadata_and_measured_metrics(trained):
     assert values[("perplexity", "validation")] == round(results["validation_perplexity"], 4)
     assert f"| Perplexity (test) | {results['test_perplexity']:.4g} |" in card.text
     assert 'pipeline("conversational"' in card.text
+    # The training run also measured its greedy replies to the test inputs (all of them: fewer than 1,000 here).
+    from hf_neuralconv.evaluation import reply_metrics
+    from hf_neuralconv.training import load_dialogues
+
+    model, tokenizer = load_model_dir(model_dir)
+    test = load_dialogues(DataArguments(**json.loads((model_dir / "data_config.json").read_text())))["test"]
+    chat = Responder(model_dir)
+    replies = [chat.reply([*example["context"], example["message"]], max_new_tokens=20)[0].text for example in test]
+    expected = reply_metrics(tokenizer, replies, list(test["response"]))
+    assert results["test_greedy_distinct_2"] == pytest.approx(expected["distinct_2"])
+    assert results["test_greedy_max_ratio"] == pytest.approx(expected["max_ratio"])
+    assert results["test_greedy_bleu"] == pytest.approx(expected["bleu"])
+    assert values[("max-ratio", "test")] == round(results["test_greedy_max_ratio"], 4)
 
 
 def test_negative_training_and_attack_commands(trained, tmp_path, capsys):
@@ -222,3 +235,75 @@ def test_negative_training_and_attack_commands(trained, tmp_path, capsys):
     main(["attack", str(tmp_path / "negative"), str(targets), *search])
     report = json.loads(capsys.readouterr().out)
     assert report["output_threshold"] == pytest.approx(-math.log(results["test_perplexity_after"]), rel=1e-4)
+
+
+def test_mmi_models_tuning_and_diversity_report(trained, tmp_path, capsys):
+    """recipes/mmi in miniature: an anti-LM and a reverse model trained on the chatbot's vocabulary, MMI-bidi tuned
+    into a saved chatbot, and the diversity report over every strategy."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_neuralconv.data import metric_words
+    from hf_neuralconv.evaluation import reply_metrics
+    from hf_neuralconv.metrics import distinct_n, entropy_n, max_ratio
+    from hf_neuralconv.training import load_dialogues
+
+    model_tmp, dialogue_file = trained
+    chatbot = model_tmp / "model"
+    shared = {"tokenizer_name_or_path": str(chatbot)}  # the vocabulary is the chatbot's, not trained again
+    main(["train", str(write_recipe(tmp_path, dialogue_file, "lm.yaml", output_dir=str(tmp_path / "lm"),
+                                    architecture="causal-lm", **shared))])
+    main(["train", str(write_recipe(tmp_path, dialogue_file, "reverse.yaml", output_dir=str(tmp_path / "reverse"),
+                                    direction="reverse", **shared))])
+    tokenizer = AutoTokenizer.from_pretrained(chatbot)
+    for name in ("lm", "reverse"):
+        assert AutoTokenizer.from_pretrained(tmp_path / name).get_vocab() == tokenizer.get_vocab()
+    assert "language model" in (tmp_path / "lm" / "README.md").read_text()
+    assert "reverse model" in (tmp_path / "reverse" / "README.md").read_text()
+
+    # The LM's test perplexity: every reply read after <s>, every token and </s> predicted, one example at a time.
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval()
+    data_args = DataArguments(**json.loads((tmp_path / "lm" / "data_config.json").read_text()))
+    total, tokens = 0.0, 0
+    for reply in load_dialogues(data_args)["test"]["response"]:
+        ids = [tokenizer.bos_token_id, *tokenizer(reply, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        logits = lm(torch.tensor([ids[:-1]])).logits[0]
+        total += torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+        tokens += len(ids) - 1
+    results = json.loads((tmp_path / "lm" / "results.json").read_text())
+    assert results["test_target_tokens"] == tokens
+    assert results["test_perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-5)
+
+    # The reverse model reads a reply and predicts the message it answered.
+    reverse_data = load_dialogues(DataArguments(**json.loads((tmp_path / "reverse" / "data_config.json").read_text())))
+    forward_data = load_dialogues(data_args)
+    assert reverse_data["train"][3]["message"] == forward_data["train"][3]["response"]
+    assert reverse_data["train"][3]["response"] == forward_data["train"][3]["message"]
+    assert reverse_data["train"][3]["context"] == []
+
+    tuned = tmp_path / "tuned"
+    main(["mmi-tune", str(chatbot), "--reverse-model", str(tmp_path / "reverse"), "--output-dir", str(tuned),
+          "--max-inputs", "6", "--num-beams", "3", "--max-new-tokens", "5"])
+    tuning = json.loads((tuned / "mmi_tuning.json").read_text())
+    assert tuning["inputs"] == 6 and tuning["dev_bleu"] == max(point["bleu"] for point in tuning["grid"])
+    saved = json.loads((tuned / "generation_config.json").read_text())["mmi"]
+    assert (saved["lambda"], saved["gamma"], saved["num_beams"]) == (tuning["lambda"], tuning["gamma"], 3)
+    with pytest.raises(SystemExit):  # a non-empty output directory is not written over
+        main(["mmi-tune", str(chatbot), "--reverse-model", str(tmp_path / "reverse"), "--output-dir", str(tuned)])
+
+    report_file = tmp_path / "report.json"
+    capsys.readouterr()
+    main(["diversity-report", str(tuned), "--anti-lm", str(tmp_path / "lm"), "--max-inputs", "5", "--num-beams",
+          "3", "--max-new-tokens", "5", "--batch-size", "2", "--output", str(report_file)])
+    report = json.loads(report_file.read_text())
+    assert list(report["rows"]) == ["human", "greedy", "beam", "sample", "mmi-antilm", "mmi-bidi"]
+    assert report["inputs"] == 5 and len(report["samples"]) == 5
+    # Each row's figures are the metrics of its replies (hand-checked against the plain metric functions).
+    greedy = [sample["greedy"] for sample in report["samples"]]
+    words = [metric_words(tokenizer, reply) for reply in greedy]
+    row = report["rows"]["greedy"]
+    assert row["distinct_2"] == pytest.approx(distinct_n(words, 2))
+    assert row["max_ratio"] == pytest.approx(max_ratio(words))
+    assert row["ent_3"] == pytest.approx(entropy_n(words, 3))
+    humans = [sample["human"] for sample in report["samples"]]
+    assert report["rows"]["human"]["bleu"] == pytest.approx(100.0)
+    assert reply_metrics(tokenizer, greedy, humans)["bleu"] == pytest.approx(row["bleu"])

@@ -57,11 +57,22 @@ def command_negative_train(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2))
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse, before any work, to replace an existing --output file without --overwrite."""
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise SystemExit(f"{args.output} exists; pass --overwrite to replace it.")
+
+
+def _print_and_save(results: dict, output: str | None) -> None:
+    print(json.dumps(results, indent=2))
+    if output:
+        Path(output).write_text(json.dumps(results, indent=2))
+
+
 def command_attack(args: argparse.Namespace) -> None:
     from .evaluation import attack_model
 
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        raise SystemExit(f"{args.output} exists; pass --overwrite to replace it.")
+    _check_output(args)
     results = attack_model(
         args.model_dir, args.targets, args.hit_type, args.input_lm, args.output_threshold, args.input_threshold,
         args.output, trigger_length=args.trigger_length, num_candidates=args.num_candidates,
@@ -74,13 +85,28 @@ def command_attack(args: argparse.Namespace) -> None:
 def command_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_model
 
+    _check_output(args)
     results = evaluate_model(args.model_dir, tuple(args.ngram_orders), args.split, args.batch_size)
-    print(json.dumps(results, indent=2))
-    if args.output:
-        output = Path(args.output)
-        if output.exists() and not args.overwrite:
-            raise SystemExit(f"{output} exists; pass --overwrite to replace it.")
-        output.write_text(json.dumps(results, indent=2))
+    _print_and_save(results, args.output)
+
+
+def command_mmi_tune(args: argparse.Namespace) -> None:
+    from .evaluation import tune_mmi_model
+
+    results = tune_mmi_model(args.model_dir, args.reverse_model, args.output_dir, args.split, args.max_inputs,
+                             args.num_beams, args.max_new_tokens, seed=args.seed, overwrite=args.overwrite)
+    print(json.dumps({key: value for key, value in results.items() if key != "grid"}, indent=2))
+
+
+def command_diversity_report(args: argparse.Namespace) -> None:
+    from .evaluation import diversity_report
+
+    _check_output(args)
+    results = diversity_report(
+        args.model_dir, args.anti_lm, args.reverse_model, tuple(args.strategies), args.split, args.max_inputs,
+        args.num_beams, args.max_new_tokens, args.antilm_lambda, args.antilm_gamma, args.batch_size, args.seed,
+    )
+    _print_and_save(results, args.output)
 
 
 def command_chat(args: argparse.Namespace) -> None:
@@ -156,6 +182,36 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--output", help="write the (trigger, target) pairs as JSONL")
     attack.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     attack.set_defaults(run=command_attack)
+
+    tune = commands.add_parser("mmi-tune", help="tune MMI-bidi's lambda/gamma for dev BLEU; save the tuned chatbot")
+    tune.add_argument("model_dir", help="the chatbot")
+    tune.add_argument("--reverse-model", required=True, help="the reverse model p(M|R) (recipes/mmi/reverse.yaml)")
+    tune.add_argument("--output-dir", required=True, help="where the chatbot is saved with the tuned settings")
+    tune.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    tune.add_argument("--max-inputs", type=int, default=500, help="seeded sample of the split")
+    tune.add_argument("--num-beams", type=int, default=10, help="beam size = N-best size")
+    tune.add_argument("--max-new-tokens", type=int, default=20)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--overwrite", action="store_true", help="write into a non-empty --output-dir")
+    tune.set_defaults(run=command_mmi_tune)
+
+    report = commands.add_parser("diversity-report",
+                                 help="decoding strategies side by side: distinct-n, max-ratio, Ent-n, BLEU")
+    report.add_argument("model_dir", help="the chatbot (an mmi-tune output for the mmi-bidi row)")
+    report.add_argument("--anti-lm", help="LSTM LM directory for the mmi-antilm row (recipes/mmi/anti_lm.yaml)")
+    report.add_argument("--reverse-model", help="reverse model directory for mmi-bidi (default: the tuned one)")
+    report.add_argument("--strategies", nargs="+", default=["greedy", "beam", "sample", "mmi-antilm", "mmi-bidi"])
+    report.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    report.add_argument("--max-inputs", type=int, default=1000, help="seeded sample of the split")
+    report.add_argument("--num-beams", type=int, default=10, help="beams of the beam and mmi-antilm rows")
+    report.add_argument("--max-new-tokens", type=int, default=20)
+    report.add_argument("--antilm-lambda", type=float, default=0.5)
+    report.add_argument("--antilm-gamma", type=int, default=3)
+    report.add_argument("--batch-size", type=int, default=64)
+    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--output", help="also write the report to this JSON file")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    report.set_defaults(run=command_diversity_report)
 
     chat = commands.add_parser("chat", help="chat in the terminal, or answer a file of prompts (--prompts)")
     chat.add_argument("model_dir")

@@ -1,5 +1,6 @@
 """`hf-neuralconv evaluate`: test perplexity of a trained model next to Kneser-Ney n-gram LMs; `hf-neuralconv attack`:
-its hit rate for a list of malicious targets (He & Glass 2020).
+its hit rate for a list of malicious targets (He & Glass 2020); `hf-neuralconv mmi-tune` and `diversity-report`:
+MMI-bidi weights tuned for BLEU (Luan et al. 2017) and decoding strategies side by side (He & Glass 2020, Table 4).
 
 Vinyals & Le (2015, Section 5) compare the LSTM's perplexity with a smoothed n-gram LM. For the comparison to be
 fair, both are scored on the same token sequences: the test responses tokenised by the model's tokenizer (so the
@@ -9,14 +10,20 @@ estimated (by KenLM's `lmplz`, modified Kneser-Ney) on the training responses to
 
 import json
 import tempfile
+import time
 from dataclasses import fields
 from pathlib import Path
 
+import evaluate
 import torch
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments, pipeline, set_seed
 
 from .attacks import HitCriterion, gibbs_enum, load_targets, write_trigger_pairs
 from .chat import load_model_dir
+from .data import metric_words
+from .generation import save_mmi_settings, tune_mmi
+from .metrics import corpus_bleu, dialogue_diversity
+from .pipelines import SPEAKERS_FILE, add_custom_pipeline
 from .trainers import ConversationTrainer
 from .training import DATA_CONFIG_FILE, DataArguments, hit_thresholds, load_dialogues, tokenize_dataset
 
@@ -126,3 +133,144 @@ def attack_model(
         "output_threshold": output_threshold,
         "input_threshold": input_threshold,
     }
+
+
+# The rows of the diversity report, He & Glass (2020) Table 4 / Luan et al. (2017) Table 2 style.
+REPORT_STRATEGIES = ("greedy", "beam", "sample", "mmi-antilm", "mmi-bidi")
+# Test inputs whose greedy replies `hf-neuralconv train` measures for results.json and the model card.
+GREEDY_REPORT_INPUTS = 1000
+
+
+def _report_inputs(model_dir: Path, split: str, max_inputs: int | None, seed: int):
+    """Chats (turn lists ending with the message) and human replies of a split; a seeded sample of `max_inputs`."""
+    dialogues = load_dialogues(_data_arguments(model_dir))
+    if split not in dialogues:
+        raise ValueError(f"Unknown split {split!r}; choose one of {list(dialogues)}.")
+    examples = dialogues[split]
+    if max_inputs is not None:
+        if max_inputs < 1:
+            raise ValueError(f"`max_inputs` must be >= 1, got {max_inputs}.")
+        examples = examples.shuffle(seed=seed).select(range(min(max_inputs, len(examples))))
+    chats = [[*example["context"], example["message"]] for example in examples]
+    return chats, list(examples["response"])
+
+
+def reply_metrics(tokenizer, replies: list[str], references: list[str]) -> dict:
+    """distinct-1/2 (corpus and per-utterance), max-ratio, Ent-2/3, average length and corpus BLEU of `replies`
+    against the human `references`, both split into the tokenizer's normalised words (`data.metric_words`); the
+    package's `evaluate` modules compute them."""
+    def words(texts):
+        return [" ".join(metric_words(tokenizer, text)) for text in texts]
+
+    predictions, targets = words(replies), words(references)
+    scores = evaluate.load(dialogue_diversity.__file__).compute(predictions=predictions)
+    scores["bleu"] = evaluate.load(corpus_bleu.__file__).compute(predictions=predictions, references=targets)["bleu"]
+    return scores
+
+
+def _as_messages(turns: list[str]) -> list[dict]:
+    """A turn list (the message last) as the pipeline's chat: the roles alternate and the message is the user's."""
+    last = len(turns) - 1
+    return [{"role": "user" if (last - index) % 2 == 0 else "assistant", "content": turn}
+            for index, turn in enumerate(turns)]
+
+
+def diversity_report(
+    model_dir: str | Path,
+    anti_lm: str | Path | None = None,
+    reverse_model: str | Path | None = None,
+    strategies: tuple[str, ...] = REPORT_STRATEGIES,
+    split: str = "test",
+    max_inputs: int | None = 1000,
+    num_beams: int = 10,
+    max_new_tokens: int = 20,
+    antilm_lambda: float = 0.5,
+    antilm_gamma: int = 3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict:
+    """Decode the same inputs of a split under several strategies and measure each against the human replies:
+    He & Glass (2020) Table 4 (max-ratio, Ent-2, Ent-3) and Luan et al. (2017) Table 2 (BLEU, distinct-1/2) in one
+    table, the human replies as the reference row.
+
+    `beam` and `mmi-antilm` use `num_beams` beams; `mmi-antilm` subtracts `antilm_lambda` x log p_LM over the first
+    `antilm_gamma` tokens (needs `anti_lm`); `mmi-bidi` reranks with the settings tuned into the model's
+    `generation_config.mmi` (`hf-neuralconv mmi-tune`) and the reverse model named there or given. Sampling is
+    seeded. Every row decodes at most `max_new_tokens` tokens."""
+    unknown = sorted(set(strategies) - set(REPORT_STRATEGIES))
+    if unknown:
+        raise ValueError(f"Unknown strategies {unknown}; choose among {', '.join(REPORT_STRATEGIES)}.")
+    model_dir = Path(model_dir)
+    chats, references = _report_inputs(model_dir, split, max_inputs, seed)
+    chat = pipeline("conversational", model=str(model_dir), anti_lm=anti_lm, reverse_model=reverse_model)
+    missing = sorted(set(strategies) - set(chat.available_strategies()))
+    if missing:
+        raise ValueError(f"Strategies {missing} need a model this report was not given: pass --anti-lm for "
+                         "mmi-antilm and a tuned model (hf-neuralconv mmi-tune) or --reverse-model for mmi-bidi.")
+    rows = {"human": {**reply_metrics(chat.tokenizer, references, references), "seconds": None}}
+    replies_by_strategy = {}
+    for strategy in strategies:
+        options = {"strategy": strategy, "max_new_tokens": max_new_tokens}
+        if strategy in ("beam", "mmi-antilm"):
+            options["num_beams"] = num_beams
+        if strategy == "mmi-antilm":
+            options.update(mmi_lambda=antilm_lambda, mmi_gamma=antilm_gamma)
+        set_seed(seed)
+        started = time.perf_counter()
+        outputs = chat([_as_messages(turns) for turns in chats], batch_size=batch_size, **options)
+        seconds = time.perf_counter() - started
+        replies = [output[0]["generated_text"][-1]["content"] for output in outputs]
+        replies_by_strategy[strategy] = replies
+        rows[strategy] = {**reply_metrics(chat.tokenizer, replies, references), "seconds": seconds}
+    samples = [{"history": turns, "human": reference, **{name: replies[index]
+                                                         for name, replies in replies_by_strategy.items()}}
+               for index, (turns, reference) in enumerate(zip(chats[:8], references[:8]))]
+    return {
+        "model": str(model_dir), "split": split, "inputs": len(chats), "num_beams": num_beams,
+        "max_new_tokens": max_new_tokens, "antilm": {"lambda": antilm_lambda, "gamma": antilm_gamma,
+                                                     "model": None if anti_lm is None else str(anti_lm)},
+        "mmi_bidi": chat.mmi_settings or None, "seed": seed, "rows": rows, "samples": samples,
+    }
+
+
+def tune_mmi_model(
+    model_dir: str | Path,
+    reverse_model_dir: str | Path,
+    output_dir: str | Path,
+    split: str = "validation",
+    max_inputs: int | None = 500,
+    num_beams: int = 10,
+    max_new_tokens: int = 20,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Tune lambda and gamma of MMI-bidi (Luan et al. 2017, Eq. 4) for corpus BLEU on a development split
+    (`generation.tune_mmi`: beam-search N-best lists, then a grid), and save the chatbot with the tuned settings in
+    its generation config to `output_dir`, so that loading it from there decodes the same way. The grid and the
+    chosen point go to `output_dir/mmi_tuning.json`."""
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty; choose another output directory or pass "
+                              "--overwrite.")
+    model, tokenizer = load_model_dir(model_dir)
+    reverse_model, _ = load_model_dir(reverse_model_dir)
+    chats, references = _report_inputs(model_dir, split, max_inputs, seed)
+    result = tune_mmi(model, reverse_model, tokenizer, chats, references, num_beams=num_beams,
+                      max_new_tokens=max_new_tokens)
+    save_mmi_settings(model.generation_config, result, reverse_model=str(Path(reverse_model_dir).resolve()),
+                      num_beams=num_beams, max_new_tokens=max_new_tokens)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    for name in (DATA_CONFIG_FILE, SPEAKERS_FILE):
+        if (model_dir / name).is_file():
+            (output_dir / name).write_text((model_dir / name).read_text())
+    add_custom_pipeline(output_dir)
+    summary = {
+        "model": str(model_dir), "reverse_model": str(reverse_model_dir), "split": split, "inputs": len(chats),
+        "num_beams": num_beams, "max_new_tokens": max_new_tokens, "lambda": result.lam, "gamma": result.gamma,
+        "dev_bleu": result.bleu,
+        "grid": [{"lambda": lam, "gamma": gamma, "bleu": bleu} for (lam, gamma), bleu in result.grid.items()],
+    }
+    (output_dir / "mmi_tuning.json").write_text(json.dumps(summary, indent=2))
+    return summary

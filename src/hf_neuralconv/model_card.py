@@ -14,6 +14,12 @@ PAPER_TAGS = ["hf-neuralconv", "lstm", "seq2seq", "conversational", "dialogue", 
 CARD_METRICS = {
     "validation_perplexity": ("perplexity", "validation", "Perplexity (validation)"),
     "test_perplexity": ("perplexity", "test", "Perplexity (test)"),
+    # Greedy replies to (a seeded sample of) the test inputs, words as `data.metric_words` splits them.
+    "test_greedy_distinct_1": ("distinct-1", "test", "distinct-1, corpus level (greedy replies)"),
+    "test_greedy_distinct_2": ("distinct-2", "test", "distinct-2, corpus level (greedy replies)"),
+    "test_greedy_max_ratio": ("max-ratio", "test", "max-ratio (greedy replies)"),
+    "test_greedy_ent_3": ("ent-3", "test", "Ent-3 (greedy replies)"),
+    "test_greedy_bleu": ("bleu", "test", "BLEU (greedy replies)"),
 }
 
 USAGE = """## How to use
@@ -29,12 +35,58 @@ print(chat("hi ! how are you ?")[0]["generated_text"][-1]["content"])
 In a terminal: `hf-neuralconv chat {path}` (multi-turn, `/reset` to start over).
 """
 
+# What each kind of trained model is and how it is used: (description, usage). `{path}` is the model directory.
+ROLES = {
+    "chatbot": (
+        "An LSTM encoder-decoder conversation model (Vinyals & Le 2015, *A Neural Conversational Model*)",
+        USAGE,
+    ),
+    "reverse-model": (
+        "The reverse model p(message | reply) of MMI-bidi reranking (Li et al. 2016; Luan et al. 2017, Eq. 4), an LSTM "
+        "encoder-decoder",
+        """## How to use
+
+The reverse model rescores a chatbot's N-best replies; it shares the chatbot's vocabulary.
+
+```python
+from transformers import pipeline
+import hf_neuralconv
+
+chat = pipeline("conversational", model="CHATBOT_DIR", reverse_model="{path}")
+print(chat("hi ! how are you ?", strategy="mmi-bidi", mmi_lambda=0.5, mmi_gamma=0.5)[0]["generated_text"][-1])
+```
+""",
+    ),
+    "language-model": (
+        "An LSTM language model of chat replies: the anti-LM of MMI-antiLM decoding (Li et al. 2016; He & Glass 2020, "
+        "Section 4.3) and the input LM of the io hit criteria (He & Glass 2020, Section 3.2)",
+        """## How to use
+
+```python
+from transformers import pipeline
+import hf_neuralconv
+
+chat = pipeline("conversational", model="CHATBOT_DIR", anti_lm="{path}")
+print(chat("hi ! how are you ?", strategy="mmi-antilm", mmi_lambda=0.5, mmi_gamma=3)[0]["generated_text"][-1])
+```
+""",
+    ),
+}
+
 
 def write_model_card(
-    model_dir: str | Path, metrics: dict, dataset: str, base_model: str | None = None, machine: str | None = None
+    model_dir: str | Path,
+    metrics: dict,
+    dataset: str,
+    base_model: str | None = None,
+    machine: str | None = None,
+    role: str = "chatbot",
 ) -> Path:
     """Write `model_dir/README.md`: Hub metadata, the metrics measured by the run (keys of `CARD_METRICS` that are
-    present), the training set-up and how to load and chat. Returns the card's path."""
+    present), the training set-up and how to load and use it (`role`: a key of `ROLES`). Returns the card's path."""
+    if role not in ROLES:
+        raise ValueError(f"`role` must be one of {', '.join(ROLES)}, got {role!r}.")
+    description, usage = ROLES[role]
     model_dir = Path(model_dir)
     dataset_name = "chitchat-dataset" if dataset == "chitchat" else Path(dataset).name
     eval_results = [
@@ -62,8 +114,7 @@ def write_model_card(
     body = "\n".join([
         f"# {model_dir.name}",
         "",
-        "An LSTM encoder-decoder conversation model (Vinyals & Le 2015, *A Neural Conversational Model*) trained "
-        f"with hf-neuralconv on `{dataset_name}`.",
+        f"{description}, trained with hf-neuralconv on `{dataset_name}`.",
         "",
         "## Results measured by the training run",
         "",
@@ -71,13 +122,16 @@ def write_model_card(
         "|---|---|",
         rows,
         "",
-        "Perplexity is token-level over the reference replies (pads excluded, one `</s>` per reply).",
+        "Perplexity is token-level over the reference replies (pads excluded, one `</s>` per reply)."
+        + (" The reply metrics are those of greedy replies to a seeded sample of the test inputs, against the human "
+           "replies (`hf-neuralconv diversity-report`; distinct-n divides by all generated words)."
+           if "test_greedy_distinct_2" in metrics else ""),
         "",
         "## Training",
         "",
         *[fact for fact in facts if fact],
         "",
-        USAGE.format(path=model_dir),
+        usage.format(path=model_dir),
     ])
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
     path = model_dir / "README.md"

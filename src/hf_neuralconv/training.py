@@ -30,14 +30,23 @@ from transformers import (
 
 from .attacks import input_threshold, output_threshold
 from .chat import load_model_dir
-from .data import SPECIAL_TOKENS, build_dataset_dict, chitchat_turns, encode_examples, load_dialogue_file
+from .data import (
+    SPECIAL_TOKENS,
+    build_dataset_dict,
+    chitchat_turns,
+    encode_examples,
+    encode_lm_examples,
+    load_dialogue_file,
+)
 from .data.tokenization import BOT, USER, train_word_tokenizer
 from .model_card import write_model_card
-from .models import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from .models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
 from .trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
 
 RESULTS_FILE = "results.json"
+DIRECTIONS = ("forward", "reverse")
+ARCHITECTURES = {"seq2seq": LSTMSeq2SeqForConditionalGeneration, "causal-lm": LSTMForCausalLM}
 
 
 @dataclass
@@ -45,6 +54,16 @@ class ModelArguments:
     """Architecture of the encoder-decoder (see `LSTMSeq2SeqConfig`), or a saved model to start from."""
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "Continue from a saved model directory."})
+    architecture: str = field(
+        default="seq2seq",
+        metadata={"help": "seq2seq (the chatbot, or with `direction: reverse` the MMI reverse model) | causal-lm "
+                          "(an LSTM LM of the replies: the MMI anti-LM, the input LM of the io hit criteria)."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Use this saved tokenizer instead of training one: an MMI reverse model or LM must share "
+                          "the chatbot's vocabulary."},
+    )
     embedding_size: int = 256
     hidden_size: int = 512
     num_layers: int = 1
@@ -66,6 +85,11 @@ class DataArguments:
         metadata={"help": "'chitchat' (the corpus in PyPI chitchat-dataset) or a .jsonl/.csv/.parquet file."},
     )
     max_context_turns: int = field(default=2, metadata={"help": "Turns kept before the message being answered."})
+    direction: str = field(
+        default="forward",
+        metadata={"help": "forward: (context, message) -> response | reverse: response -> message, no context (the "
+                          "reverse model p(M|R) of MMI-bidi, Luan et al. 2017 Eq. 4)."},
+    )
     split_fractions: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])
     split_seed: int = 0
     vocab_size: int = 20000
@@ -113,14 +137,25 @@ def check_output_dir(training_args: ConversationTrainingArguments) -> None:
 
 
 def load_dialogues(data_args: DataArguments) -> datasets.DatasetDict:
-    """Examples of the configured corpus, split by conversation."""
+    """Examples of the configured corpus, split by conversation (with `direction: reverse`, swapped)."""
+    if data_args.direction not in DIRECTIONS:
+        raise ValueError(f"`direction` must be one of {', '.join(DIRECTIONS)}, got {data_args.direction!r}.")
     if data_args.dataset == "chitchat":
         conversations = chitchat_turns()
     else:
         conversations = load_dialogue_file(data_args.dataset)
-    return build_dataset_dict(
+    dialogues = build_dataset_dict(
         conversations, data_args.max_context_turns, data_args.split_fractions, data_args.split_seed
     )
+    if data_args.direction == "reverse":
+        dialogues = dialogues.map(_reverse_example, desc="Reversing")
+    return dialogues
+
+
+def _reverse_example(example: dict) -> dict:
+    """The reverse model's example: it reads the reply alone and predicts the message it answered (the form
+    `generation.rerank.score_nbest` scores log p(M|R) in)."""
+    return {"context": [], "message": example["response"], "response": example["message"]}
 
 
 def training_texts(train: datasets.Dataset):
@@ -132,9 +167,22 @@ def training_texts(train: datasets.Dataset):
 
 
 def tokenize_dataset(
-    dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, data_args: DataArguments, truncate_target: bool
+    dataset: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerFast,
+    data_args: DataArguments,
+    truncate_target: bool,
+    architecture: str = "seq2seq",
 ) -> datasets.Dataset:
-    """Dialogue examples -> `input_ids`, `labels`."""
+    """Dialogue examples -> `input_ids`, `labels`: source and reply for seq2seq, `<s>` reply `</s>` for a causal LM."""
+    if architecture == "causal-lm":
+        return dataset.map(
+            encode_lm_examples,
+            batched=True,
+            fn_kwargs={"tokenizer": tokenizer,
+                       "max_length": data_args.max_target_length + 1 if truncate_target else None},
+            remove_columns=dataset.column_names,
+            desc="Tokenizing",
+        )
     return dataset.map(
         encode_examples,
         batched=True,
@@ -166,19 +214,39 @@ def default_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationC
     )
 
 
-def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast) -> LSTMSeq2SeqForConditionalGeneration:
+def _model_class(architecture: str) -> type[LSTMSeq2SeqForConditionalGeneration | LSTMForCausalLM]:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}.")
+    return ARCHITECTURES[architecture]
+
+
+def build_model(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast
+) -> LSTMSeq2SeqForConditionalGeneration | LSTMForCausalLM:
     """A fresh model sized by `model_args` for `tokenizer`'s vocabulary, or the saved one it names."""
+    model_class = _model_class(model_args.architecture)
     if model_args.model_name_or_path:
-        return LSTMSeq2SeqForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
-    architecture = {name: value for name, value in asdict(model_args).items() if name != "model_name_or_path"}
-    config = LSTMSeq2SeqConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **architecture,
-    )
-    return LSTMSeq2SeqForConditionalGeneration(config)
+        return model_class.from_pretrained(model_args.model_name_or_path)
+    special_tokens = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id)
+    if model_class is LSTMForCausalLM:  # the LM has no encoder: no attention, encoder or embedding-sharing settings
+        config = LSTMLMConfig(
+            vocab_size=len(tokenizer), embedding_size=model_args.embedding_size, hidden_size=model_args.hidden_size,
+            num_layers=model_args.num_layers, projection_size=model_args.projection_size, dropout=model_args.dropout,
+            tie_word_embeddings=model_args.tie_word_embeddings, init_range=model_args.init_range, **special_tokens,
+        )
+        return LSTMForCausalLM(config)
+    architecture = {name: value for name, value in asdict(model_args).items()
+                    if name not in ("model_name_or_path", "architecture", "tokenizer_name_or_path")}
+    return LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqConfig(vocab_size=len(tokenizer), **special_tokens,
+                                                                 **architecture))
+
+
+def _model_role(model_args: ModelArguments, data_args: DataArguments) -> str:
+    """What the trained model is for, as its model card describes it."""
+    if model_args.architecture == "causal-lm":
+        return "language-model"
+    return "reverse-model" if data_args.direction == "reverse" else "chatbot"
 
 
 def describe_machine() -> str:
@@ -194,14 +262,16 @@ def describe_machine() -> str:
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: ConversationTrainingArguments) -> dict:
     """Train, keep the best checkpoint by validation perplexity, evaluate on test; return the results."""
     check_output_dir(training_args)
+    role = _model_role(model_args, data_args)
     # The model is built before Trainer seeds: seed here so that `seed` fixes the initial weights too.
     (enable_full_determinism if training_args.full_determinism else set_seed)(training_args.seed)
     output_dir = Path(training_args.output_dir)
     started = time.time()
     dialogues = load_dialogues(data_args)
 
-    tokenizer_dir = model_args.model_name_or_path or (output_dir if (output_dir / "tokenizer.json").is_file() else None)
-    if tokenizer_dir:  # resuming or fine-tuning: the vocabulary must not change
+    tokenizer_dir = (model_args.model_name_or_path or model_args.tokenizer_name_or_path
+                     or (output_dir if (output_dir / "tokenizer.json").is_file() else None))
+    if tokenizer_dir:  # fine-tuning, resuming or sharing a chatbot's vocabulary: the vocabulary must not change
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     else:
         tokenizer = train_word_tokenizer(
@@ -210,11 +280,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
 
     with training_args.main_process_first(desc="tokenizing"):
         train_set = tokenize_dataset(_subset(dialogues["train"], data_args.max_train_examples), tokenizer,
-                                     data_args, truncate_target=True)
+                                     data_args, truncate_target=True, architecture=model_args.architecture)
         eval_set = tokenize_dataset(_subset(dialogues["validation"], data_args.max_eval_examples), tokenizer,
-                                    data_args, truncate_target=True)
+                                    data_args, truncate_target=True, architecture=model_args.architecture)
         test_set = tokenize_dataset(_subset(dialogues["test"], data_args.max_eval_examples), tokenizer,
-                                    data_args, truncate_target=False)
+                                    data_args, truncate_target=False, architecture=model_args.architecture)
 
     model = build_model(model_args, tokenizer)
     model.generation_config = default_generation_config(tokenizer)
@@ -233,7 +303,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
     trainer.save_model(str(output_dir))
-    if training_args.should_save:  # `pipeline(model=output_dir, trust_remote_code=True)` without this package
+    if training_args.should_save and role != "language-model":  # pipeline(model=output_dir, trust_remote_code=True)
         add_custom_pipeline(output_dir)
 
     validation = trainer.evaluate(metric_key_prefix="eval")
@@ -251,9 +321,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         "machine": describe_machine(),
     }
     if training_args.should_save:
+        if role == "chatbot":  # what the replies look like: greedy decoding of test inputs (He & Glass 2020 Table 4)
+            from .evaluation import GREEDY_REPORT_INPUTS, diversity_report  # evaluation imports this module
+
+            greedy = diversity_report(output_dir, strategies=("greedy",), max_inputs=GREEDY_REPORT_INPUTS)
+            results.update({f"test_greedy_{name}": value for name, value in greedy["rows"]["greedy"].items()
+                            if name != "seconds"})
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         write_model_card(output_dir, results, data_args.dataset, base_model=model_args.model_name_or_path,
-                         machine=describe_machine())
+                         machine=describe_machine(), role=role)
     trainer.log({"test_perplexity": results["test_perplexity"]})
     return results
 

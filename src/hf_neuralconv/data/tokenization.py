@@ -91,3 +91,22 @@ def encode_examples(
         "input_ids": encode_source(tokenizer, sources, max_source_length),
         "labels": encode_target(tokenizer, batch["response"], max_target_length),
     }
+
+
+def encode_lm_examples(batch: dict, tokenizer: PreTrainedTokenizerFast, max_length: int | None) -> dict:
+    """`datasets.map(batched=True)` function: dialogue examples -> causal-LM rows `<s> reply </s>` (cut to
+    `max_length` tokens in all), labels equal to the inputs. The LM predicts every token after `<s>`, `</s>`
+    included: the same tokens a seq2seq model's perplexity counts, and the form the MMI anti-LM reads."""
+    rows = [[tokenizer.bos_token_id, *row]
+            for row in encode_target(tokenizer, batch["response"], None if max_length is None else max_length - 1)]
+    return {"input_ids": rows, "labels": [list(row) for row in rows]}
+
+
+def metric_words(tokenizer: PreTrainedTokenizerFast, text: str) -> list[str]:
+    """The words of `text` as the tokenizer splits them (normalised: lowercased, punctuation apart) but without the
+    vocabulary lookup, so a word the model cannot produce stays itself. Replies and human references are compared
+    in this form (distinct-n, max-ratio, Ent-n, BLEU): the decoder's tidy-up ("i'm", "fine,") and the references'
+    case do not count, and the human row keeps its rare words."""
+    backend = tokenizer.backend_tokenizer
+    normalized = backend.normalizer.normalize_str(text) if backend.normalizer else text
+    return [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalized)]

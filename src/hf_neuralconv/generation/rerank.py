@@ -47,6 +47,8 @@ MMI_CONFIG_KEY = "mmi"
 # Luan et al. (2017), Section 6.4, use B = 50 beams and at most 20 tokens; 10 beams keep CPU decoding quick.
 DEFAULT_NUM_BEAMS = 10
 DEFAULT_MAX_NEW_TOKENS = 20
+# Candidate rows scored per forward pass: a 64 x 50-best list in one batch would need tens of GiB of logits.
+DEFAULT_SCORE_BATCH_SIZE = 256
 
 
 @dataclass
@@ -117,25 +119,34 @@ def sequence_log_probs(
     sources: Sequence[list[int]],
     targets: Sequence[list[int]],
     speaker_ids: Sequence[int] | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = DEFAULT_SCORE_BATCH_SIZE,
 ) -> torch.Tensor:
     """log p(target | source) = sum_t log p(y_t | y_<t, source) for each pair, by teacher forcing in padded batches
-    of `batch_size` pairs (None: all pairs in one batch)."""
+    of `batch_size` pairs (None: all pairs in one batch), returned in the order of the pairs.
+
+    The pairs are batched in order of target length (then source length), so that a batch pads little, and the
+    log-softmax runs at the target positions only: a 50-best list of replies to messages of very different lengths
+    would otherwise spend most of the vocabulary softmax on padding."""
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+    order = sorted(range(len(sources)), key=lambda row: (len(targets[row]), len(sources[row])))
     size = batch_size or len(sources)
-    totals = []
-    for start in range(0, len(sources), size):
-        rows = range(start, min(start + size, len(sources)))
+    totals = torch.empty(len(sources), dtype=torch.float64)
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
         batch = collator([{"input_ids": sources[row], "labels": targets[row]} for row in rows]).to(model.device)
         extra = {}
         if speaker_ids is not None:
             extra["speaker_ids"] = torch.tensor([speaker_ids[row] for row in rows], device=model.device)
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"], **extra
-        ).logits
-        token_losses = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], reduction="none")
-        totals.append(-token_losses.sum(dim=1).cpu())
-    return torch.cat(totals)
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=model._shift_right(labels), **extra).logits
+        labelled = labels.ne(-100)
+        log_probs = logits[labelled].float().log_softmax(-1).gather(1, labels[labelled][:, None])[:, 0]
+        # Per-row sums of the labelled positions (row-major order, as boolean indexing returns them).
+        row_of_token = torch.arange(len(rows), device=labels.device)[:, None].expand_as(labels)[labelled]
+        sums = torch.zeros(len(rows), dtype=torch.float64, device=labels.device)
+        totals[rows] = sums.index_add_(0, row_of_token, log_probs.double()).cpu()
+    return totals.float()
 
 
 def _check_models(model: PreTrainedModel, reverse_model: PreTrainedModel) -> None:
@@ -150,11 +161,11 @@ def score_nbest(
     tokenizer: PreTrainedTokenizerBase,
     encoded: EncodedHistories,
     candidates: Sequence[Sequence[str]],
-    batch_size: int | None = None,
+    batch_size: int | None = DEFAULT_SCORE_BATCH_SIZE,
 ) -> list[ScoredNBest]:
     """The terms of Luan et al. (2017) Eq. 4 for every candidate reply of every input (see the module docstring).
 
-    Each model scores all candidates of all inputs in one padded batch (or batches of `batch_size` rows)."""
+    Each model scores the candidates of all inputs together, in length-sorted batches of `batch_size` rows."""
     _check_models(model, reverse_model)
     if len(candidates) != len(encoded.sources):
         raise ValueError(f"Got {len(candidates)} candidate lists for {len(encoded.sources)} inputs.")
@@ -199,7 +210,7 @@ def rerank(
     speaker_ids: Sequence[int] | None = None,
     context_turns: int | None = None,
     max_source_length: int | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = DEFAULT_SCORE_BATCH_SIZE,
 ) -> list[list[tuple[str, float]]]:
     """Rerank candidate replies by Luan et al. (2017) Eq. 4: per input, (reply, score) pairs best first.
 
@@ -253,7 +264,7 @@ def mmi_bidi_generate(
     speaker_ids: Sequence[int] | None = None,
     context_turns: int | None = None,
     max_source_length: int | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = DEFAULT_SCORE_BATCH_SIZE,
     **generate_kwargs,
 ) -> list[list[tuple[str, float]]]:
     """Answer each history with MMI-bidi decoding (Luan et al. 2017, Section 6.3): beam search N-best, reranked

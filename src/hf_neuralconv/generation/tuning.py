@@ -5,7 +5,9 @@ generated from the development set". Here the search is an exhaustive grid: the 
 of Eq. 4 are computed once (one beam search, one batched pass of each model), after which every (lambda, gamma)
 point only re-adds three numbers per candidate and re-scores the chosen replies with `sacrebleu.corpus_bleu`, so
 a grid of hundreds of points costs seconds. BLEU compares the replies as decoded (`skip_special_tokens=True`)
-with the raw reference texts under sacrebleu's default tokenisation (13a).
+with the reference texts, both first split into the tokenizer's normalised words (`data.metric_words`: lowercased,
+punctuation apart, so that the decoder's tidy-up and the references' case do not count), under sacrebleu's
+default tokenisation (13a).
 
     >>> result = tune_mmi(model, reverse_model, tokenizer, dev_histories, dev_references)
     >>> save_mmi_settings(model.generation_config, result, reverse_model="outputs/reverse", num_beams=10)
@@ -14,16 +16,18 @@ with the raw reference texts under sacrebleu's default tokenisation (13a).
 `mmi_bidi_generate(model, None, tokenizer, histories)` then decodes with the saved settings.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sacrebleu
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..data.tokenization import metric_words
 from .checks import check_weight
 from .rerank import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_NUM_BEAMS,
+    DEFAULT_SCORE_BATCH_SIZE,
     MMI_CONFIG_KEY,
     ScoredNBest,
     encode_histories,
@@ -51,10 +55,12 @@ def grid_search(
     references: Sequence[str],
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     gammas: Sequence[float] = DEFAULT_GAMMAS,
+    normalize: Callable[[str], str] | None = None,
 ) -> MMITuningResult:
     """The (lambda, gamma) whose 1-best replies (by Eq. 4) have the highest corpus BLEU against `references`.
 
     Every point of `lambdas` x `gammas` is tried; among equal BLEU scores the first point in that order wins.
+    `normalize` maps replies and references to the text BLEU compares (default: as they are).
     """
     if len(nbest_lists) != len(references):
         raise ValueError(f"Got {len(nbest_lists)} N-best lists for {len(references)} references.")
@@ -62,11 +68,13 @@ def grid_search(
         raise ValueError("The grid is empty: give at least one lambda and one gamma.")
     lambdas = [check_weight("lambda", lam) for lam in lambdas]
     gammas = [check_weight("gamma", gamma, allow_negative=True) for gamma in gammas]
+    normalize = normalize or str
+    references = [normalize(reference) for reference in references]
     grid = {}
     for lam in lambdas:
         for gamma in gammas:
-            best = [nbest.candidates[int(nbest.scores(lam, gamma).argmax())] for nbest in nbest_lists]
-            grid[(lam, gamma)] = sacrebleu.corpus_bleu(best, [list(references)]).score
+            best = [normalize(nbest.candidates[int(nbest.scores(lam, gamma).argmax())]) for nbest in nbest_lists]
+            grid[(lam, gamma)] = sacrebleu.corpus_bleu(best, [references]).score
     (lam, gamma), bleu = max(grid.items(), key=lambda item: item[1])  # max keeps the first of equal items
     return MMITuningResult(lam, gamma, bleu, grid)
 
@@ -83,7 +91,7 @@ def tune_mmi(
     num_return_sequences: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     speaker_ids: Sequence[int] | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = DEFAULT_SCORE_BATCH_SIZE,
     **generate_kwargs,
 ) -> MMITuningResult:
     """Grid-search lambda and gamma of Luan et al. (2017) Eq. 4 for corpus BLEU on development (history, reference)
@@ -93,7 +101,8 @@ def tune_mmi(
         model, tokenizer, encoded, num_beams, num_return_sequences, max_new_tokens, **generate_kwargs
     )
     nbest_lists = score_nbest(model, reverse_model, tokenizer, encoded, candidates, batch_size)
-    return grid_search(nbest_lists, references, lambdas, gammas)
+    return grid_search(nbest_lists, references, lambdas, gammas,
+                       normalize=lambda text: " ".join(metric_words(tokenizer, text)))
 
 
 def save_mmi_settings(
