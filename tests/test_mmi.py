@@ -340,6 +340,9 @@ def test_grid_search_picks_the_hand_computed_point():
     assert result.bleu == pytest.approx(100.0)
     assert len(result.grid) == 9
     assert all(bleu < 100.0 for point, bleu in result.grid.items() if point != (2.0, 0.0))
+    assert result.on_grid_edge  # lambda = 2 is the largest tried: the optimum may lie beyond
+    wider = grid_search(nbest, references, lambdas=[0.0, 1.0, 2.0, 2.5], gammas=[-1.0, 0.0, 1.0])
+    assert (wider.lam, wider.gamma) == (2.0, 0.0) and not wider.on_grid_edge
     with pytest.raises(ValueError, match="`lambda` must be >= 0"):
         grid_search(nbest, references, lambdas=[-0.5], gammas=[0.0])
 

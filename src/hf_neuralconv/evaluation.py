@@ -8,7 +8,9 @@ same vocabulary and the same `<unk>` mapping), each followed by one end-of-sente
 estimated (by KenLM's `lmplz`, modified Kneser-Ney) on the training responses tokenised the same way.
 """
 
+import contextlib
 import json
+import logging
 import tempfile
 import time
 from dataclasses import fields
@@ -24,6 +26,7 @@ from .data import metric_words
 from .generation import save_mmi_settings, tune_mmi
 from .metrics import corpus_bleu, dialogue_diversity
 from .pipelines import SPEAKERS_FILE, add_custom_pipeline
+from .pipelines import logger as pipeline_logger
 from .trainers import ConversationTrainer
 from .training import DATA_CONFIG_FILE, DataArguments, hit_thresholds, load_dialogues, tokenize_dataset
 
@@ -168,6 +171,18 @@ def reply_metrics(tokenizer, replies: list[str], references: list[str]) -> dict:
     return scores
 
 
+@contextlib.contextmanager
+def _quiet_truncation():
+    """Corpus histories are often longer than the model reads (training cuts them silently too): a warning per
+    input would drown a report over thousands of them."""
+    level = pipeline_logger.level
+    pipeline_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        pipeline_logger.setLevel(level)
+
+
 def _as_messages(turns: list[str]) -> list[dict]:
     """A turn list (the message last) as the pipeline's chat: the roles alternate and the message is the user's."""
     last = len(turns) - 1
@@ -217,7 +232,8 @@ def diversity_report(
             options.update(mmi_lambda=antilm_lambda, mmi_gamma=antilm_gamma)
         set_seed(seed)
         started = time.perf_counter()
-        outputs = chat([_as_messages(turns) for turns in chats], batch_size=batch_size, **options)
+        with _quiet_truncation():
+            outputs = chat([_as_messages(turns) for turns in chats], batch_size=batch_size, **options)
         seconds = time.perf_counter() - started
         replies = [output[0]["generated_text"][-1]["content"] for output in outputs]
         replies_by_strategy[strategy] = replies
@@ -255,8 +271,9 @@ def tune_mmi_model(
     model, tokenizer = load_model_dir(model_dir)
     reverse_model, _ = load_model_dir(reverse_model_dir)
     chats, references = _report_inputs(model_dir, split, max_inputs, seed)
-    result = tune_mmi(model, reverse_model, tokenizer, chats, references, num_beams=num_beams,
-                      max_new_tokens=max_new_tokens)
+    with _quiet_truncation():
+        result = tune_mmi(model, reverse_model, tokenizer, chats, references, num_beams=num_beams,
+                          max_new_tokens=max_new_tokens)
     save_mmi_settings(model.generation_config, result, reverse_model=str(Path(reverse_model_dir).resolve()),
                       num_beams=num_beams, max_new_tokens=max_new_tokens)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +286,7 @@ def tune_mmi_model(
     summary = {
         "model": str(model_dir), "reverse_model": str(reverse_model_dir), "split": split, "inputs": len(chats),
         "num_beams": num_beams, "max_new_tokens": max_new_tokens, "lambda": result.lam, "gamma": result.gamma,
-        "dev_bleu": result.bleu,
+        "dev_bleu": result.bleu, "on_grid_edge": result.on_grid_edge,
         "grid": [{"lambda": lam, "gamma": gamma, "bleu": bleu} for (lam, gamma), bleu in result.grid.items()],
     }
     (output_dir / "mmi_tuning.json").write_text(json.dumps(summary, indent=2))

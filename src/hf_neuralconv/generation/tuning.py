@@ -16,6 +16,7 @@ default tokenisation (13a).
 `mmi_bidi_generate(model, None, tokenizer, histories)` then decodes with the saved settings.
 """
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,9 +36,12 @@ from .rerank import (
     score_nbest,
 )
 
-# lambda weighs a log-probability of the message (tens of nats), gamma rewards each reply token.
-DEFAULT_LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-DEFAULT_GAMMAS = (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+logger = logging.getLogger(__name__)
+
+# lambda weighs a log-probability of the message (tens of nats), gamma rewards each reply token. On chitchat the
+# BLEU optimum of a narrower grid (lambda <= 1, gamma <= 2) lay on its edge: the grid reaches well beyond it.
+DEFAULT_LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+DEFAULT_GAMMAS = (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
 @dataclass
@@ -48,6 +52,14 @@ class MMITuningResult:
     gamma: float
     bleu: float
     grid: dict[tuple[float, float], float] = field(default_factory=dict)
+
+    @property
+    def on_grid_edge(self) -> bool:
+        """Whether the chosen point is on the edge of the grid searched (the optimum may lie beyond it), not
+        counting lambda = 0, the smallest lambda there is."""
+        lambdas = {lam for lam, _ in self.grid}
+        gammas = {gamma for _, gamma in self.grid}
+        return self.lam == max(lambdas) or self.gamma in (min(gammas), max(gammas))
 
 
 def grid_search(
@@ -76,7 +88,11 @@ def grid_search(
             best = [normalize(nbest.candidates[int(nbest.scores(lam, gamma).argmax())]) for nbest in nbest_lists]
             grid[(lam, gamma)] = sacrebleu.corpus_bleu(best, [references]).score
     (lam, gamma), bleu = max(grid.items(), key=lambda item: item[1])  # max keeps the first of equal items
-    return MMITuningResult(lam, gamma, bleu, grid)
+    result = MMITuningResult(lam, gamma, bleu, grid)
+    if result.on_grid_edge:
+        logger.warning("The best MMI weights (lambda %s, gamma %s) lie on the edge of the grid: the BLEU optimum may be "
+                       "beyond it; search a wider grid.", lam, gamma)
+    return result
 
 
 def tune_mmi(
