@@ -231,6 +231,9 @@ def test_negative_training_and_attack_commands(trained, tmp_path, capsys):
     results = json.loads((tmp_path / "negative" / "results.json").read_text())
     assert results["steps"] == 3 and results["output_threshold"] == -100.0  # the recipe's threshold is kept
     assert results["test_perplexity_after"] != results["test_perplexity_before"]
+    card = (tmp_path / "negative" / "README.md").read_text()
+    assert "negative training" in card
+    assert f"| max-ratio (greedy replies) | {results['test_greedy_max_ratio']:.4g} |" in card
     capsys.readouterr()
     main(["attack", str(tmp_path / "negative"), str(targets), *search])
     report = json.loads(capsys.readouterr().out)
@@ -307,3 +310,16 @@ def test_mmi_models_tuning_and_diversity_report(trained, tmp_path, capsys):
     humans = [sample["human"] for sample in report["samples"]]
     assert report["rows"]["human"]["bleu"] == pytest.approx(100.0)
     assert reply_metrics(tokenizer, greedy, humans)["bleu"] == pytest.approx(row["bleu"])
+
+    # The terminal chat decodes with both MMI forms, as the pipeline does.
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hi , how are you ?\n")
+    chat = Responder(tuned, anti_lm=tmp_path / "lm").pipeline
+    for options, expected in (
+        (["--strategy", "mmi-bidi"], chat("hi , how are you ?", strategy="mmi-bidi", max_new_tokens=5)),
+        (["--strategy", "mmi-antilm", "--anti-lm", str(tmp_path / "lm"), "--mmi-lambda", "0.7", "--mmi-gamma", "2"],
+         chat("hi , how are you ?", strategy="mmi-antilm", mmi_lambda=0.7, mmi_gamma=2, max_new_tokens=5)),
+    ):
+        capsys.readouterr()
+        main(["chat", str(tuned), "--prompts", str(prompts), "--max-new-tokens", "5", *options])
+        assert capsys.readouterr().out.splitlines()[-1] == f"Bot: {expected[0]['generated_text'][-1]['content']}"

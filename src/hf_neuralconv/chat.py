@@ -47,9 +47,12 @@ class Reply:
 class Responder:
     """Answers the last turn of a history with a saved seq2seq model (Vinyals & Le 2015, Section 4)."""
 
-    def __init__(self, model_dir: str | Path):
+    def __init__(self, model_dir: str | Path, anti_lm: str | Path | None = None,
+                 reverse_model: str | Path | None = None):
+        """`anti_lm` / `reverse_model` (directories) enable the mmi-antilm / mmi-bidi strategies."""
         model, tokenizer = load_model_dir(model_dir)
-        self.pipeline = ConversationalPipeline(model=model, tokenizer=tokenizer)
+        self.pipeline = ConversationalPipeline(model=model, tokenizer=tokenizer, anti_lm=anti_lm,
+                                               reverse_model=reverse_model)
 
     @staticmethod
     def as_chat(history: list[str]) -> list[dict]:

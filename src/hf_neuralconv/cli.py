@@ -9,8 +9,14 @@ from pathlib import Path
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding (transformers generate)")
+    group.add_argument("--strategy", choices=["greedy", "beam", "sample", "mmi-antilm", "mmi-bidi"],
+                       help="decoding strategy (default: the model's generation config)")
+    group.add_argument("--anti-lm", help="LSTM LM directory for --strategy mmi-antilm")
+    group.add_argument("--reverse-model", help="reverse model directory for mmi-bidi (default: the tuned one)")
+    group.add_argument("--mmi-lambda", type=float, help="MMI weight lambda (default: tuned, or 0.5 for mmi-antilm)")
+    group.add_argument("--mmi-gamma", type=float, help="MMI gamma (tokens penalised by mmi-antilm; length reward)")
     group.add_argument("--max-new-tokens", type=int, default=32)
-    group.add_argument("--num-beams", type=int, default=1, help="beam size (1: greedy or sampling)")
+    group.add_argument("--num-beams", type=int, help="beam size (default: the strategy's)")
     group.add_argument("--num-return-sequences", type=int, default=1, help="N-best list size (<= num beams)")
     group.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
     group.add_argument("--temperature", type=float, default=1.0)
@@ -20,17 +26,20 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _decoding_kwargs(args: argparse.Namespace) -> dict:
-    if args.num_return_sequences > max(args.num_beams, 1) and not args.do_sample:
+    if args.num_beams is not None and args.num_return_sequences > args.num_beams and not args.do_sample:
         raise SystemExit("--num-return-sequences cannot exceed --num-beams for greedy/beam search.")
-    kwargs = {
-        "max_new_tokens": args.max_new_tokens,
-        "num_beams": args.num_beams,
-        "num_return_sequences": args.num_return_sequences,
-        "do_sample": args.do_sample,
-    }
+    kwargs = {"max_new_tokens": args.max_new_tokens, "num_return_sequences": args.num_return_sequences}
+    given = {"strategy": args.strategy, "num_beams": args.num_beams, "mmi_lambda": args.mmi_lambda,
+             "mmi_gamma": None if args.mmi_gamma is None else _mmi_gamma(args)}
+    kwargs.update({name: value for name, value in given.items() if value is not None})
     if args.do_sample:
-        kwargs.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+        kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     return kwargs
+
+
+def _mmi_gamma(args: argparse.Namespace) -> float | int:
+    """mmi-antilm's gamma counts tokens (an integer); mmi-bidi's weighs the reply length (any number)."""
+    return int(args.mmi_gamma) if args.strategy == "mmi-antilm" and args.mmi_gamma.is_integer() else args.mmi_gamma
 
 
 def _print_replies(replies) -> None:
@@ -112,7 +121,7 @@ def command_diversity_report(args: argparse.Namespace) -> None:
 def command_chat(args: argparse.Namespace) -> None:
     from .chat import Responder
 
-    responder = Responder(args.model_dir)
+    responder = Responder(args.model_dir, anti_lm=args.anti_lm, reverse_model=args.reverse_model)
     decoding = _decoding_kwargs(args)
     if args.prompts:
         # Non-interactive: every line of the file is answered on its own (one-turn conversations).

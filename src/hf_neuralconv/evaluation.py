@@ -21,14 +21,15 @@ import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments, pipeline, set_seed
 
 from .attacks import HitCriterion, gibbs_enum, load_targets, write_trigger_pairs
-from .chat import load_model_dir
+from .chat import Responder, load_model_dir
 from .data import metric_words
 from .generation import save_mmi_settings, tune_mmi
 from .metrics import corpus_bleu, dialogue_diversity
 from .pipelines import SPEAKERS_FILE, add_custom_pipeline
 from .pipelines import logger as pipeline_logger
+from .model_card import write_model_card
 from .trainers import ConversationTrainer
-from .training import DATA_CONFIG_FILE, DataArguments, hit_thresholds, load_dialogues, tokenize_dataset
+from .training import DATA_CONFIG_FILE, RESULTS_FILE, DataArguments, hit_thresholds, load_dialogues, tokenize_dataset
 
 
 def _data_arguments(model_dir: Path) -> DataArguments:
@@ -183,13 +184,6 @@ def _quiet_truncation():
         pipeline_logger.setLevel(level)
 
 
-def _as_messages(turns: list[str]) -> list[dict]:
-    """A turn list (the message last) as the pipeline's chat: the roles alternate and the message is the user's."""
-    last = len(turns) - 1
-    return [{"role": "user" if (last - index) % 2 == 0 else "assistant", "content": turn}
-            for index, turn in enumerate(turns)]
-
-
 def diversity_report(
     model_dir: str | Path,
     anti_lm: str | Path | None = None,
@@ -233,7 +227,7 @@ def diversity_report(
         set_seed(seed)
         started = time.perf_counter()
         with _quiet_truncation():
-            outputs = chat([_as_messages(turns) for turns in chats], batch_size=batch_size, **options)
+            outputs = chat([Responder.as_chat(turns) for turns in chats], batch_size=batch_size, **options)
         seconds = time.perf_counter() - started
         replies = [output[0]["generated_text"][-1]["content"] for output in outputs]
         replies_by_strategy[strategy] = replies
@@ -279,10 +273,14 @@ def tune_mmi_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    for name in (DATA_CONFIG_FILE, SPEAKERS_FILE):
+    for name in (DATA_CONFIG_FILE, SPEAKERS_FILE, RESULTS_FILE):
         if (model_dir / name).is_file():
             (output_dir / name).write_text((model_dir / name).read_text())
     add_custom_pipeline(output_dir)
+    if (model_dir / RESULTS_FILE).is_file():  # the same weights: the base model's measured figures still hold
+        results = json.loads((model_dir / RESULTS_FILE).read_text())
+        write_model_card(output_dir, results, _data_arguments(model_dir).dataset, base_model=str(model_dir),
+                         machine=results.get("machine"))
     summary = {
         "model": str(model_dir), "reverse_model": str(reverse_model_dir), "split": split, "inputs": len(chats),
         "num_beams": num_beams, "max_new_tokens": max_new_tokens, "lambda": result.lam, "gamma": result.gamma,

@@ -41,6 +41,11 @@ ROLES = {
         "An LSTM encoder-decoder conversation model (Vinyals & Le 2015, *A Neural Conversational Model*)",
         USAGE,
     ),
+    "negative-trained": (
+        "An LSTM encoder-decoder conversation model (Vinyals & Le 2015) fine-tuned by negative training against "
+        "malicious or frequent responses (He & Glass 2020)",
+        USAGE,
+    ),
     "reverse-model": (
         "The reverse model p(message | reply) of MMI-bidi reranking (Li et al. 2016; Luan et al. 2017, Eq. 4), an LSTM "
         "encoder-decoder",

@@ -321,17 +321,23 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         "machine": describe_machine(),
     }
     if training_args.should_save:
-        if role == "chatbot":  # what the replies look like: greedy decoding of test inputs (He & Glass 2020 Table 4)
-            from .evaluation import GREEDY_REPORT_INPUTS, diversity_report  # evaluation imports this module
-
-            greedy = diversity_report(output_dir, strategies=("greedy",), max_inputs=GREEDY_REPORT_INPUTS)
-            results.update({f"test_greedy_{name}": value for name, value in greedy["rows"]["greedy"].items()
-                            if name != "seconds"})
+        if role == "chatbot":
+            results.update(greedy_reply_metrics(output_dir))
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         write_model_card(output_dir, results, data_args.dataset, base_model=model_args.model_name_or_path,
                          machine=describe_machine(), role=role)
     trainer.log({"test_perplexity": results["test_perplexity"]})
     return results
+
+
+def greedy_reply_metrics(model_dir: Path) -> dict[str, float]:
+    """What a saved chatbot's replies look like (He & Glass 2020, Table 4 columns): distinct-n, max-ratio, Ent-n,
+    length and BLEU of its greedy replies to a seeded sample of the test inputs, as `test_greedy_<metric>` keys
+    for results.json and the model card."""
+    from .evaluation import GREEDY_REPORT_INPUTS, diversity_report  # evaluation imports this module
+
+    report = diversity_report(model_dir, strategies=("greedy",), max_inputs=GREEDY_REPORT_INPUTS)
+    return {f"test_greedy_{name}": value for name, value in report["rows"]["greedy"].items() if name != "seconds"}
 
 
 def hit_thresholds(
@@ -396,5 +402,9 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
         "wall_time_s": time.time() - started,
     }
     if training_args.should_save:
+        results.update(greedy_reply_metrics(output_dir))
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        write_model_card(output_dir, {**results, "test_perplexity": results["test_perplexity_after"]},
+                         data_args.dataset, base_model=model_args.model_name_or_path, machine=describe_machine(),
+                         role="negative-trained")
     return results

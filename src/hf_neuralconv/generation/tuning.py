@@ -90,8 +90,8 @@ def grid_search(
     (lam, gamma), bleu = max(grid.items(), key=lambda item: item[1])  # max keeps the first of equal items
     result = MMITuningResult(lam, gamma, bleu, grid)
     if result.on_grid_edge:
-        logger.warning("The best MMI weights (lambda %s, gamma %s) lie on the edge of the grid: the BLEU optimum may be "
-                       "beyond it; search a wider grid.", lam, gamma)
+        logger.warning("The best MMI weights (lambda %s, gamma %s) lie on the edge of the grid: the BLEU optimum "
+                       "may be beyond it; search a wider grid.", lam, gamma)
     return result
 
 
