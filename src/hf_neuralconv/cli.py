@@ -26,7 +26,9 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _decoding_kwargs(args: argparse.Namespace) -> dict:
-    if args.num_beams is not None and args.num_return_sequences > args.num_beams and not args.do_sample:
+    # Without --num-beams, greedy decoding (the default strategy) has one beam; the other strategies bring theirs.
+    beams = args.num_beams if args.num_beams is not None else 1 if args.strategy in (None, "greedy") else None
+    if beams is not None and args.num_return_sequences > beams and not args.do_sample:
         raise SystemExit("--num-return-sequences cannot exceed --num-beams for greedy/beam search.")
     kwargs = {"max_new_tokens": args.max_new_tokens, "num_return_sequences": args.num_return_sequences}
     given = {"strategy": args.strategy, "num_beams": args.num_beams, "mmi_lambda": args.mmi_lambda,
