@@ -116,16 +116,12 @@ def _token_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch) 
     return loss / num_items_in_batch
 
 
-def _logits_and_loss(output_layer: nn.Module, states: torch.Tensor, labels: torch.Tensor | None,
-                     num_items_in_batch, return_logits: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Vocabulary logits of `states` and, given `labels`, their loss. Without `return_logits` only the labelled
-    positions go through the output layer: in a padded batch of chat replies most positions are padding, and the
-    vocabulary softmax is the largest cost of a training step."""
-    if labels is None or return_logits:
-        logits = output_layer(states)
-        return logits, None if labels is None else _token_loss(logits, labels, num_items_in_batch)
+def _labelled_loss(output_layer: nn.Module, states: torch.Tensor, labels: torch.Tensor, num_items_in_batch):
+    """The loss of `labels` with the output layer run on the labelled positions only (`return_logits=False`): in a
+    padded batch of chat replies most positions are padding, and the vocabulary softmax is the largest cost of a
+    training step. Equal to `_token_loss` over the full logits."""
     labelled = labels.ne(-100)
-    return None, _token_loss(output_layer(states[labelled]), labels[labelled], num_items_in_batch)
+    return _token_loss(output_layer(states[labelled]), labels[labelled], num_items_in_batch)
 
 
 class LSTMOutputLayer(nn.Module):
@@ -363,7 +359,11 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
             decoder_states, attention_weights = self.attention(
                 decoder_states, encoder_outputs.last_hidden_state, attention_mask
             )
-        logits, loss = _logits_and_loss(self.output_layer, decoder_states, labels, num_items_in_batch, return_logits)
+        if labels is not None and not return_logits:
+            logits, loss = None, _labelled_loss(self.output_layer, decoder_states, labels, num_items_in_batch)
+        else:
+            logits = self.output_layer(decoder_states)
+            loss = None if labels is None else _token_loss(logits, labels, num_items_in_batch)
         next_state = None
         if use_cache is not False:
             next_state = LSTMState(hidden, cell, past_key_values.seen_tokens + decoder_input_ids.size(1))
@@ -457,14 +457,11 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         embedded = self.dropout(self.embed_tokens(input_ids))
         state = None if past_key_values is None else past_key_values.as_tuple()
         outputs, (hidden, cell) = self.lstm(embedded, state)
-        if labels is None:
-            logits, loss = self.output_layer(outputs), None
-        elif return_logits:
-            logits = self.output_layer(outputs)
-            loss = _token_loss(logits[:, :-1], labels[:, 1:], num_items_in_batch)
+        if labels is not None and not return_logits:
+            logits, loss = None, _labelled_loss(self.output_layer, outputs[:, :-1], labels[:, 1:], num_items_in_batch)
         else:
-            logits, loss = _logits_and_loss(self.output_layer, outputs[:, :-1], labels[:, 1:], num_items_in_batch,
-                                            return_logits=False)
+            logits = self.output_layer(outputs)
+            loss = None if labels is None else _token_loss(logits[:, :-1], labels[:, 1:], num_items_in_batch)
         next_state = None
         if use_cache is not False:
             seen = 0 if past_key_values is None else past_key_values.seen_tokens
