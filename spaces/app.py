@@ -48,7 +48,6 @@ from hf_neuralconv.chat import load_model_dir
 from hf_neuralconv.data import encode_target
 from hf_neuralconv.metrics import distinct_n, max_ratio
 from hf_neuralconv.pipelines import (
-    MMI_CONFIG_KEY,
     TASK,
     ConversationalPipeline,
     clean_text,
@@ -97,7 +96,7 @@ def load_pipeline(name_or_path: str, anti_lm: str | None = None, reverse_model: 
 def space_strategies(pipe: ConversationalPipeline) -> list[str]:
     """The strategies the decoding controls offer: the pipeline's, mmi-bidi only with tuned weights to use (the
     controls set no MMI weights; mmi-antilm has the pipeline's defaults)."""
-    settings = getattr(pipe.model.generation_config, MMI_CONFIG_KEY, None) or {}
+    settings = pipe.mmi_settings
     tuned = "lambda" in settings and "gamma" in settings
     return [strategy for strategy in pipe.available_strategies() if strategy != "mmi-bidi" or tuned]
 

@@ -77,7 +77,7 @@ BASIC_STRATEGIES = ("greedy", "beam", "sample")
 # tokens (Li et al. 2016 tune both on development data; these only make the strategy usable out of the box).
 DEFAULT_ANTILM_LAMBDA = 0.5
 DEFAULT_ANTILM_GAMMA = 3
-# The key of `generation_config` holding tuned MMI-bidi settings (`generation.rerank.MMI_CONFIG_KEY`).
+# `model.generation_config.mmi`: the tuned MMI-bidi settings (written by `generation.save_mmi_settings`).
 MMI_CONFIG_KEY = "mmi"
 ROLES = ("user", "assistant")
 

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.tokenization import encode_source, encode_target, source_text
@@ -36,14 +35,13 @@ from ..pipelines import (
     DATA_CONFIG_FILE,
     DEFAULT_CONTEXT_TURNS,
     DEFAULT_MAX_SOURCE_LENGTH,
+    MMI_CONFIG_KEY,
     clean_text,
     encode_history,
     read_model_json,
 )
 from .checks import check_eval_mode, check_same_vocabulary, check_weight
 
-# `model.generation_config.mmi`: the tuned MMI-bidi settings (see `tuning.save_mmi_settings`).
-MMI_CONFIG_KEY = "mmi"
 # Luan et al. (2017), Section 6.4, use B = 50 beams and at most 20 tokens; 10 beams keep CPU decoding quick.
 DEFAULT_NUM_BEAMS = 10
 DEFAULT_MAX_NEW_TOKENS = 20
@@ -142,11 +140,11 @@ def sequence_log_probs(
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        decoder_input_ids=model._shift_right(labels), **extra).logits
         labelled = labels.ne(-100)
-        log_probs = logits[labelled].float().log_softmax(-1).gather(1, labels[labelled][:, None])[:, 0]
-        # Per-row sums of the labelled positions (row-major order, as boolean indexing returns them).
-        row_of_token = torch.arange(len(rows), device=labels.device)[:, None].expand_as(labels)[labelled]
-        sums = torch.zeros(len(rows), dtype=torch.float64, device=labels.device)
-        totals[rows] = sums.index_add_(0, row_of_token, log_probs.double()).cpu()
+        token_log_probs = torch.zeros(labels.shape, dtype=torch.float64, device=labels.device)
+        token_log_probs[labelled] = (
+            logits[labelled].float().log_softmax(-1).gather(1, labels[labelled][:, None])[:, 0].double()
+        )
+        totals[rows] = token_log_probs.sum(dim=1).cpu()
     return totals.float()
 
 
