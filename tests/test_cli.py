@@ -172,6 +172,12 @@ def test_impossible_recipe_is_a_clear_error(tmp_path, dialogue_file, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(write_recipe(tmp_path, dialogue_file, hidden_size=0))])
     assert "`hidden_size` must be a positive integer" in capsys.readouterr().err
+    for setting, message in (({"architecture": "gru"}, "`architecture` must be one of seq2seq, causal-lm"),
+                             ({"direction": "sideways"}, "`direction` must be one of forward, reverse")):
+        with pytest.raises(SystemExit):
+            main(["train", str(write_recipe(tmp_path, dialogue_file, **setting))])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()  # refused before anything was written
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path / "missing.yaml")])
     assert "no such recipe file" in capsys.readouterr().err

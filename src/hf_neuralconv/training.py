@@ -75,6 +75,10 @@ class ModelArguments:
     tie_word_embeddings: bool = False
     init_range: float = 0.08
 
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}.")
+
 
 @dataclass
 class DataArguments:
@@ -98,6 +102,10 @@ class DataArguments:
     max_target_length: int = 48
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N (quick runs)."})
     max_eval_examples: int | None = None
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"`direction` must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}.")
 
 
 @dataclass
@@ -138,8 +146,6 @@ def check_output_dir(training_args: ConversationTrainingArguments) -> None:
 
 def load_dialogues(data_args: DataArguments) -> datasets.DatasetDict:
     """Examples of the configured corpus, split by conversation (with `direction: reverse`, swapped)."""
-    if data_args.direction not in DIRECTIONS:
-        raise ValueError(f"`direction` must be one of {', '.join(DIRECTIONS)}, got {data_args.direction!r}.")
     if data_args.dataset == "chitchat":
         conversations = chitchat_turns()
     else:
@@ -214,17 +220,11 @@ def default_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationC
     )
 
 
-def _model_class(architecture: str) -> type[LSTMSeq2SeqForConditionalGeneration | LSTMForCausalLM]:
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}.")
-    return ARCHITECTURES[architecture]
-
-
 def build_model(
     model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast
 ) -> LSTMSeq2SeqForConditionalGeneration | LSTMForCausalLM:
     """A fresh model sized by `model_args` for `tokenizer`'s vocabulary, or the saved one it names."""
-    model_class = _model_class(model_args.architecture)
+    model_class = ARCHITECTURES[model_args.architecture]
     if model_args.model_name_or_path:
         return model_class.from_pretrained(model_args.model_name_or_path)
     special_tokens = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
