@@ -9,6 +9,7 @@ estimated (by KenLM's `lmplz`, modified Kneser-Ney) on the training responses to
 """
 
 import contextlib
+import functools
 import json
 import logging
 import tempfile
@@ -167,9 +168,16 @@ def reply_metrics(tokenizer, replies: list[str], references: list[str]) -> dict:
         return [" ".join(metric_words(tokenizer, text)) for text in texts]
 
     predictions, targets = words(replies), words(references)
-    scores = evaluate.load(dialogue_diversity.__file__).compute(predictions=predictions)
-    scores["bleu"] = evaluate.load(corpus_bleu.__file__).compute(predictions=predictions, references=targets)["bleu"]
+    scores = _metric(dialogue_diversity.__file__).compute(predictions=predictions)
+    scores["bleu"] = _metric(corpus_bleu.__file__).compute(predictions=predictions, references=targets)["bleu"]
     return scores
+
+
+@functools.cache
+def _metric(path: str) -> evaluate.EvaluationModule:
+    """A metric module loaded once per process: `evaluate.load` copies and imports the script on every call, and a
+    report computes the metrics once per decoding strategy."""
+    return evaluate.load(path)
 
 
 @contextlib.contextmanager
