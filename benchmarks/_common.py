@@ -17,6 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAINED_DIR = ROOT / "outputs" / "seq2seq-full"  # the full recipe's output (tokenizer, and the model once trained)
+FULL_RECIPE = ROOT / "recipes" / "seq2seq" / "full.yaml"
 
 
 def _cpu_model() -> str:
@@ -136,3 +137,34 @@ def _fmt(value) -> str:
             return f"{value:.1f}"
         return f"{value:.3f}"
     return "-" if value is None else str(value)
+
+
+def _has_model(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and any(directory.glob("*.safetensors"))
+
+
+def resolve_model_dir(directory: Path) -> Path | None:
+    """`directory` when it holds a saved model, else its newest `checkpoint-*` that does (a run stopped early),
+    else None."""
+    if _has_model(directory):
+        return directory
+    checkpoints = [p for p in directory.glob("checkpoint-*") if p.name[11:].isdigit() and _has_model(p)]
+    return max(checkpoints, key=lambda p: int(p.name[11:]), default=None)
+
+
+def random_recipe_model(tokenizer, tiny: bool, seed: int):
+    """A randomly initialised chatbot of recipes/seq2seq/full.yaml's model settings (tiny sizes with `tiny`)."""
+    import dataclasses
+
+    import yaml
+    from transformers import set_seed
+
+    from hf_neuralconv.training import ModelArguments, build_model
+
+    recipe = yaml.safe_load(FULL_RECIPE.read_text())
+    fields = {f.name for f in dataclasses.fields(ModelArguments)}
+    model_args = ModelArguments(**{k: v for k, v in recipe.items() if k in fields and k != "model_name_or_path"})
+    if tiny:
+        model_args = dataclasses.replace(model_args, embedding_size=16, hidden_size=32, projection_size=8)
+    set_seed(seed)
+    return build_model(model_args, tokenizer)

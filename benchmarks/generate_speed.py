@@ -25,17 +25,16 @@ Run:  .venv/bin/python benchmarks/generate_speed.py          (writes benchmarks/
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import time
 from pathlib import Path
 
 import datasets
 import torch
-import yaml
-from transformers import GenerationConfig, set_seed
+from transformers import GenerationConfig
 
 from _common import (
+    FULL_RECIPE,
     ROOT,
     TRAINED_DIR,
     finish_machine_info,
@@ -43,40 +42,24 @@ from _common import (
     machine_info,
     median,
     print_table,
+    random_recipe_model,
+    resolve_model_dir,
     write_results,
 )
 from hf_neuralconv.models import LSTMSeq2SeqForConditionalGeneration
-from hf_neuralconv.training import DataArguments, ModelArguments, build_model, tokenize_dataset
+from hf_neuralconv.training import DataArguments, tokenize_dataset
 
-RECIPE = ROOT / "recipes" / "seq2seq" / "full.yaml"
 GENERATE_BAR = 1.2  # generate <= 1.2 x loop
 FLAT_BAR = 1.25  # per-token time at the largest N <= 1.25 x at the smallest ("roughly flat")
 
 
-def _trained_dir() -> Path | None:
-    """The full recipe's final model, else its newest checkpoint (a run stopped early), else None."""
-    candidates = [TRAINED_DIR] + sorted(TRAINED_DIR.glob("checkpoint-*"),
-                                        key=lambda p: int(p.name.split("-")[-1]) if p.name[11:].isdigit() else -1,
-                                        reverse=True)
-    for directory in candidates:
-        if (directory / "config.json").is_file() and any(directory.glob("*.safetensors")):
-            return directory
-    return None
-
-
 def load_model(kind: str, tokenizer, tiny: bool, seed: int):
-    trained = _trained_dir()
+    trained = resolve_model_dir(TRAINED_DIR)
     if kind == "trained" or (kind == "auto" and trained and not tiny):
         if not trained:
             raise FileNotFoundError(f"no trained model in {TRAINED_DIR}")
         return LSTMSeq2SeqForConditionalGeneration.from_pretrained(trained), str(trained.relative_to(ROOT))
-    recipe = yaml.safe_load(RECIPE.read_text())
-    fields = {f.name for f in dataclasses.fields(ModelArguments)}
-    model_args = ModelArguments(**{k: v for k, v in recipe.items() if k in fields and k != "model_name_or_path"})
-    if tiny:
-        model_args = dataclasses.replace(model_args, embedding_size=16, hidden_size=32, projection_size=8)
-    set_seed(seed)
-    return build_model(model_args, tokenizer), f"random init, {RECIPE.relative_to(ROOT)} model settings"
+    return random_recipe_model(tokenizer, tiny, seed), f"random init, {FULL_RECIPE.relative_to(ROOT)} model settings"
 
 
 def greedy_loop(model, input_ids, attention_mask, new_tokens: int, start_id: int, eos_id: int) -> torch.Tensor:

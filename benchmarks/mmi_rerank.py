@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import gc
 import importlib
 import os
@@ -51,45 +50,34 @@ from pathlib import Path
 
 import datasets
 import torch
-import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, set_seed
 
 from _common import (
+    FULL_RECIPE,
     ROOT,
     finish_machine_info,
     load_data_and_tokenizer,
     machine_info,
     median,
     print_table,
+    random_recipe_model,
+    resolve_model_dir,
     write_results,
 )
 from hf_neuralconv.data.tokenization import encode_target
 from hf_neuralconv.generation import encode_histories, generate_nbest, score_nbest
-from hf_neuralconv.training import DataArguments, ModelArguments, build_model, default_generation_config
+from hf_neuralconv.training import DataArguments, default_generation_config
 
 # The module itself: `hf_neuralconv.generation.rerank` is the `rerank` function the package re-exports.
 rerank_module = importlib.import_module("hf_neuralconv.generation.rerank")
 
-RECIPE = ROOT / "recipes" / "seq2seq" / "full.yaml"
 DEFAULT_MODEL = ROOT / "outputs" / "seq2seq-full"
 DEFAULT_REVERSE_MODEL = ROOT / "outputs" / "mmi-reverse"
 RATIO_BAR = 2.0  # rerank <= 2 x beam search
 # Eq. 4 weights when the chatbot has no tuned `generation_config.mmi`: they change no cost, only the order.
 DEFAULT_LAMBDA, DEFAULT_GAMMA = 0.5, 0.2
-MEMORY_FACTOR = 3  # logits + the model's own loss (log-softmax) + sequence_log_probs' cross-entropy (log-softmax)
+MEMORY_FACTOR = 3  # the logits, their float copy at the target positions and its log-softmax (a safe bound)
 MEMORY_SHARE = 0.8
-
-
-def _has_model(directory: Path) -> bool:
-    return (directory / "config.json").is_file() and any(directory.glob("*.safetensors"))
-
-
-def resolve_model_dir(directory: Path) -> Path | None:
-    """`directory` when it holds a saved model, else its newest `checkpoint-*` that does, else None."""
-    if _has_model(directory):
-        return directory
-    checkpoints = [p for p in directory.glob("checkpoint-*") if p.name[11:].isdigit() and _has_model(p)]
-    return max(checkpoints, key=lambda p: int(p.name[11:]), default=None)
 
 
 def _relative(path: Path) -> str:
@@ -99,13 +87,7 @@ def _relative(path: Path) -> str:
 
 def random_chatbot(tokenizer, tiny: bool, seed: int):
     """A randomly initialised chatbot of the full recipe's configuration (tiny sizes with --tiny)."""
-    recipe = yaml.safe_load(RECIPE.read_text())
-    fields = {f.name for f in dataclasses.fields(ModelArguments)}
-    model_args = ModelArguments(**{k: v for k, v in recipe.items() if k in fields and k != "model_name_or_path"})
-    if tiny:
-        model_args = dataclasses.replace(model_args, embedding_size=16, hidden_size=32, projection_size=8)
-    set_seed(seed)
-    model = build_model(model_args, tokenizer)
+    model = random_recipe_model(tokenizer, tiny, seed)
     model.generation_config = default_generation_config(tokenizer)  # as a trained model saves it
     return model
 
@@ -125,7 +107,7 @@ def load_models(opts, recipe_tokenizer, recipe_tokenizer_source: str):
         sources["model"], sources["model_random_weights"] = _relative(chatbot_dir), False
     else:
         model = random_chatbot(tokenizer, opts.tiny, opts.seed)
-        sources["model"] = ("tiny " if opts.tiny else "") + f"random init, {_relative(RECIPE)} model settings" + (
+        sources["model"] = ("tiny " if opts.tiny else "") + f"random init, {_relative(FULL_RECIPE)} model settings" + (
             "" if opts.tiny else f" ({opts.model}: no saved model)")
         sources["model_random_weights"] = True
     reverse_dir = None if opts.tiny else resolve_model_dir(Path(opts.reverse_model))
