@@ -46,7 +46,8 @@ from .checks import check_eval_mode, check_same_vocabulary, check_weight
 DEFAULT_NUM_BEAMS = 10
 DEFAULT_MAX_NEW_TOKENS = 20
 # Candidate rows scored per forward pass: a 64 x 50-best list in one batch would need tens of GiB of logits, and
-# 128 rows scored fastest in benchmarks/mmi_rerank.py (2-core CPU; 256 and 512 were 4 % and 10 % slower).
+# 128 rows scored fastest in benchmarks/mmi_rerank.py (2-core CPU, two runs: 256 and 512 were 4–8 % and 10–23 %
+# slower).
 DEFAULT_SCORE_BATCH_SIZE = 128
 
 
