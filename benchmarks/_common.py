@@ -13,11 +13,22 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAINED_DIR = ROOT / "outputs" / "seq2seq-full"  # the full recipe's output (tokenizer, and the model once trained)
 FULL_RECIPE = ROOT / "recipes" / "seq2seq" / "full.yaml"
+
+
+class StepClock(TrainerCallback):
+    """Wall-clock time at the end of every optimizer step (after the optimizer, scheduler and zero_grad)."""
+
+    def __init__(self):
+        self.step_ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_ends.append(time.perf_counter())
 
 
 def _cpu_model() -> str:

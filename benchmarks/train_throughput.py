@@ -41,10 +41,11 @@ import time
 import datasets
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorForSeq2Seq, TrainerCallback, get_scheduler, set_seed
+from transformers import DataCollatorForSeq2Seq, get_scheduler, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from _common import (
+    StepClock,
     finish_machine_info,
     load_data_and_tokenizer,
     machine_info,
@@ -70,16 +71,6 @@ DEFAULT_TIMING = ("trainer_fp32,bare_fp32,trainer_bf16,trainer_group_by_length,t
 DEFAULT_PPL = ("trainer_fp32,trainer_bf16,trainer_group_by_length,trainer_bf16_group_by_length,trainer_projection256,"
                "trainer_recipe")
 BASELINE, BARE = "trainer_fp32", "bare_fp32"
-
-
-class StepClock(TrainerCallback):
-    """Wall-clock time at the end of every optimizer step (after the optimizer, scheduler and zero_grad)."""
-
-    def __init__(self):
-        self.step_ends: list[float] = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step_ends.append(time.perf_counter())
 
 
 class CountingTrainer(ConversationTrainer):

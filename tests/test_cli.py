@@ -183,6 +183,23 @@ def test_impossible_recipe_is_a_clear_error(tmp_path, dialogue_file, capsys):
     assert "no such recipe file" in capsys.readouterr().err
 
 
+def test_recipe_overrides_replace_and_add_settings(tmp_path, dialogue_file):
+    from hf_neuralconv.trainers import NegativeTrainingConfig
+    from hf_neuralconv.training import parse_config
+
+    recipe = write_recipe(tmp_path, dialogue_file)
+    model_args, data_args, training_args = parse_config(
+        recipe, NegativeTrainingConfig, ["hidden_size=24", "max_steps=7", "mode=frequent", "fwa_words=[a, b]"]
+    )
+    assert (model_args.hidden_size, training_args.max_steps, training_args.mode) == (24, 7, "frequent")
+    assert training_args.fwa_words == ["a", "b"]  # values are read as YAML
+    assert data_args.dataset == str(dialogue_file)  # the rest of the recipe is kept
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_config(recipe, overrides=["max_steps"])
+    with pytest.raises(ValueError, match="not_a_setting"):
+        parse_config(recipe, overrides=["not_a_setting=1"])
+
+
 def test_model_card_carries_metadata_and_measured_metrics(trained):
     from huggingface_hub import ModelCard
 
@@ -225,6 +242,10 @@ def test_negative_training_and_attack_commands(trained, tmp_path, capsys):
           "--output-threshold", "-100", "--output", str(pairs), *search])
     report = json.loads(capsys.readouterr().out)
     assert report["targets"] == 2 and report["skipped_targets"] == 1 and report["hit_rate"] == 1.0
+    assert report["hit_rates"]["o-sample-avg-hit"] == 1.0 and report["hit_rates"]["o-sample-min-hit"] == 1.0
+    assert "io-sample-min-hit" not in report["hit_rates"]  # no input LM given
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert report["hit_rates"]["o-greedy-hit"] == sum(row["greedy"] for row in rows) / 2
     assert [json.loads(line)["hit"] for line in pairs.read_text().splitlines()] == [True, True]
     with pytest.raises(SystemExit, match="--overwrite"):
         main(["attack", str(model_tmp / "model"), str(targets), "--output", str(pairs)])
@@ -237,6 +258,9 @@ def test_negative_training_and_attack_commands(trained, tmp_path, capsys):
     results = json.loads((tmp_path / "negative" / "results.json").read_text())
     assert results["steps"] == 3 and results["output_threshold"] == -100.0  # the recipe's threshold is kept
     assert results["test_perplexity_after"] != results["test_perplexity_before"]
+    history = json.loads((tmp_path / "negative" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "malicious/negative_pairs" in entry] == [2]
+    assert (tmp_path / "negative" / "training_curves.png").read_bytes().startswith(b"\x89PNG")
     card = (tmp_path / "negative" / "README.md").read_text()
     assert "negative training" in card
     assert f"| max-ratio (greedy replies) | {results['test_greedy_max_ratio']:.4g} |" in card

@@ -73,6 +73,11 @@ def test_finds_the_planted_trigger(tiny_tokenizer):
     assert tiny_tokenizer.convert_ids_to_tokens(result.triggers[0]) == PLANTED_TRIGGER.split()
     assert result.scores.greedy.item() and result.scores.avg_log_prob.item() > -0.1
     assert result.losses.item() == pytest.approx(-result.scores.avg_log_prob.item(), abs=1e-5)
+    # Scoring the candidates one forward pass each walks the same path from the same seed.
+    one_by_one = gibbs_enum(model, tiny_tokenizer, [target], trigger_length=3, num_candidates=5, num_restarts=5,
+                            candidate_batch_size=1, progress=False)
+    assert one_by_one.triggers == result.triggers
+    torch.testing.assert_close(one_by_one.losses, result.losses)
 
 
 def test_batched_candidate_scoring_equals_one_by_one(tiny_tokenizer):
@@ -180,6 +185,7 @@ def test_lm_regulariser_makes_triggers_likelier_under_the_lm(tiny_tokenizer):
         (dict(lambda_in=1.0), "input LM"),
         (dict(init_from_lm=True), "input LM"),
         (dict(lambda_in=-1.0), "lambda_in"),
+        (dict(candidate_batch_size=0), "candidate_batch_size"),
     ],
 )
 def test_bad_settings_are_clear_errors(tiny_tokenizer, settings, message):

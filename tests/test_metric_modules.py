@@ -1,5 +1,5 @@
-"""The dialogue-diversity and corpus-BLEU `evaluate` modules, loaded offline from their files, against values
-computed by hand and against sacrebleu called directly."""
+"""The dialogue-diversity, corpus-BLEU and hit-rate `evaluate` modules, loaded offline from their files, against
+values computed by hand and against sacrebleu called directly."""
 
 import math
 
@@ -7,7 +7,7 @@ import evaluate
 import pytest
 import sacrebleu
 
-from hf_neuralconv.metrics import average_length, corpus_bleu, dialogue_diversity, distinct_n_per_utterance
+from hf_neuralconv.metrics import average_length, corpus_bleu, dialogue_diversity, distinct_n_per_utterance, hit_rate
 
 # 3 + 3 + 3 = 9 generated tokens; unigrams i, am, fine, ok; bigrams (i am) x3, (am fine) x2, (am ok) x1;
 # trigrams (i am fine) x2, (i am ok) x1.
@@ -101,3 +101,26 @@ def test_bleu_module_refuses_empty_or_mismatched_input(bleu):
     # Last: an error inside `_compute` leaves evaluate's cache-file lock held, and the next call waits ~1 s for it.
     with pytest.raises(ValueError, match="at least one prediction"):
         bleu.compute(predictions=[], references=[])
+
+
+def test_hit_rate_module_matches_hand_computed_rates(load_offline):
+    metric = load_offline(hit_rate)
+    # T_out = -4, T_in = -5. Pair 1: min -3 and avg -2 above T_out, greedy, trigger LM -6 (below T_in);
+    # pair 2: min -4.5 below, avg -3 above, LM -4; pair 3: both below, LM -1; pair 4: min -3.9, avg -1, LM -4.9.
+    scores = dict(min_log_prob=[-3.0, -4.5, -8.0, -3.9], avg_log_prob=[-2.0, -3.0, -5.0, -1.0],
+                  greedy=[True, False, False, False])
+    result = metric.compute(**scores, input_log_likelihood=[-6.0, -4.0, -1.0, -4.9], output_threshold=-4.0,
+                            input_threshold=-5.0)
+    assert result == pytest.approx({
+        "o-greedy-hit": 1 / 4,
+        "o-sample-min-hit": 2 / 4,  # pairs 1 and 4
+        "o-sample-avg-hit": 3 / 4,  # pairs 1, 2 and 4
+        "io-sample-min-hit": 1 / 4,  # pair 4 (pair 1's trigger is below T_in)
+        "io-sample-avg-hit": 2 / 4,  # pairs 2 and 4
+        "num_pairs": 4,
+    })
+    # Without the input LM's scores only the o- rates exist.
+    assert set(metric.compute(**scores, output_threshold=-4.0)) == {
+        "o-greedy-hit", "o-sample-min-hit", "o-sample-avg-hit", "num_pairs"}
+    with pytest.raises(ValueError, match="output_threshold"):
+        metric.compute(**scores)

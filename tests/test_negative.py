@@ -365,3 +365,19 @@ def test_trainer_errors_are_clear(tiny_tokenizer, tmp_path):
     assert defaults.fwa_words == ["</s>", "you", "i", "me", "are", "to", "do"] and defaults.fwa_scale == 0.0
     frequent = negative_config(tmp_path, mode="frequent")
     assert frequent.fwa_words == ["</s>"] and frequent.fwa_scale == 0.1 and frequent.frequency_window == 200
+
+
+def test_training_curves_plot_the_logged_metrics(tmp_path):
+    from matplotlib.image import imread
+
+    from hf_neuralconv.plotting import plot_training_curves
+
+    history = [{"loss": 3.0, "frequent/max_ratio": 0.12, "step": 25}, {"frequent/max_ratio": 0.05, "step": 50},
+               {"eval_loss": 2.0, "step": 50}, {"train_runtime": 9.0}]
+    path = tmp_path / "curves.png"
+    assert plot_training_curves(history, ["frequent/max_ratio", "malicious/hit_rate", "loss"], path) == [
+        "frequent/max_ratio", "loss"]  # only what was logged, in the order asked
+    height, width, _ = imread(path).shape
+    assert (width, height) == (720, 576)  # 6 x 4.8 inches (two panels) at 120 dpi
+    assert plot_training_curves(history, ["malicious/hit_rate"], tmp_path / "none.png") == []
+    assert not (tmp_path / "none.png").exists()

@@ -54,7 +54,7 @@ def _print_replies(replies) -> None:
 def command_train(args: argparse.Namespace) -> None:
     from .training import parse_config, train
 
-    results = train(*parse_config(args.config))
+    results = train(*parse_config(args.config, overrides=args.overrides))
     if int(os.environ.get("RANK", "0")) == 0:  # one copy under torchrun / accelerate launch
         print(json.dumps(results, indent=2))
 
@@ -63,7 +63,7 @@ def command_negative_train(args: argparse.Namespace) -> None:
     from .trainers import NegativeTrainingConfig
     from .training import parse_config, train_negative
 
-    results = train_negative(*parse_config(args.config, NegativeTrainingConfig))
+    results = train_negative(*parse_config(args.config, NegativeTrainingConfig, args.overrides))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2))
 
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model from a recipe YAML (Trainer; accelerate/torchrun ready)")
     train.add_argument("config", help="recipe YAML, e.g. recipes/seq2seq/quickstart.yaml")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
     train.set_defaults(run=command_train)
 
     evaluate = commands.add_parser("evaluate", help="test perplexity of a model next to KenLM n-gram LMs")
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     negative = commands.add_parser("negative-train", help="negative training of a trained model (He & Glass 2020)")
     negative.add_argument("config", help="recipe YAML, e.g. recipes/negative_training/malicious.yaml")
+    negative.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
     negative.set_defaults(run=command_negative_train)
 
     attack = commands.add_parser("attack", help="hit rate of malicious targets: gibbs-enum trigger search")

@@ -25,7 +25,7 @@ from .attacks import HitCriterion, gibbs_enum, load_targets, write_trigger_pairs
 from .chat import Responder, load_model_dir
 from .data import metric_words
 from .generation import save_mmi_settings, tune_mmi
-from .metrics import corpus_bleu, dialogue_diversity
+from .metrics import corpus_bleu, dialogue_diversity, hit_rate
 from .pipelines import SPEAKERS_FILE, add_custom_pipeline
 from .pipelines import logger as pipeline_logger
 from .model_card import write_model_card
@@ -122,21 +122,28 @@ def attack_model(
     result = gibbs_enum(model, tokenizer, targets.ids, input_lm=input_lm, lambda_in=float(io_hit),
                         init_from_lm=io_hit, **search)
     hits = criterion.hits(result.scores)
+    scores = result.scores
+    columns = {"min_log_prob": scores.min_log_prob.tolist(), "avg_log_prob": scores.avg_log_prob.tolist(),
+               "greedy": scores.greedy.tolist()}
+    if scores.input_log_likelihood is not None:
+        columns["input_log_likelihood"] = scores.input_log_likelihood.tolist()
     if pairs_file:
-        rows = [
-            {"hit": bool(hit), "min_log_prob": low, "avg_log_prob": average}
-            for hit, low, average in zip(hits.tolist(), result.scores.min_log_prob.tolist(),
-                                         result.scores.avg_log_prob.tolist())
-        ]
+        rows = [{"hit": hit, **dict(zip(columns, values))} for hit, *values in zip(hits.tolist(), *columns.values())]
         write_trigger_pairs(pairs_file, tokenizer, result.triggers, targets.ids, rows)
+    # Every hit type the scores allow (He & Glass 2020, Table 3 reports o- and io- rates), for the triggers
+    # searched for `hit_type`.
+    hit_rates = _metric(hit_rate.__file__).compute(**columns, output_threshold=output_threshold,
+                                                   input_threshold=input_threshold)
     return {
         "hit_type": hit_type,
         "targets": len(targets.ids),
         "skipped_targets": len(targets.skipped),
         "hits": int(hits.sum()),
         "hit_rate": hits.float().mean().item(),
+        "hit_rates": {name: rate for name, rate in hit_rates.items() if name != "num_pairs"},
         "output_threshold": output_threshold,
         "input_threshold": input_threshold,
+        "search": search,
     }
 
 

@@ -12,10 +12,12 @@ generation settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds th
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
+import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -40,11 +42,16 @@ from .data import (
 )
 from .data.tokenization import BOT, USER, train_word_tokenizer
 from .model_card import write_model_card
+from .plotting import plot_training_curves
 from .models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
 from .trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
 
 RESULTS_FILE = "results.json"
+CURVES_FILE = "training_curves.png"
+# What negative training logs (NegativeTrainer.log), plotted against the step into CURVES_FILE.
+NEGATIVE_TRAINING_CURVES = ("malicious/hit_rate", "malicious/negative_pairs", "frequent/max_ratio",
+                            "frequent/negative_examples", "loss_neg", "loss_mle", "test_perplexity")
 DIRECTIONS = ("forward", "reverse")
 ARCHITECTURES = {"seq2seq": LSTMSeq2SeqForConditionalGeneration, "causal-lm": LSTMForCausalLM}
 
@@ -118,15 +125,26 @@ class ConversationTrainingArguments(TrainingArguments):
 
 
 def parse_config(
-    path: str | Path, training_class: type[TrainingArguments] = ConversationTrainingArguments
+    path: str | Path,
+    training_class: type[TrainingArguments] = ConversationTrainingArguments,
+    overrides: Sequence[str] = (),
 ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Read a recipe YAML into the three argument dataclasses (unknown keys are an error); `training_class` is
-    `NegativeTrainingConfig` for negative-training recipes."""
+    `NegativeTrainingConfig` for negative-training recipes. `overrides` are `key=value` strings (the value read as
+    YAML) that replace or add recipe keys, e.g. `max_steps=700`, so a variant of a recipe needs no copy of it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recipe file.")
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a recipe is a YAML mapping of settings (key: value), got {type(config).__name__}.")
+    for override in overrides:
+        key, separator, value = override.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"Override {override!r} is not key=value (e.g. max_steps=700).")
+        config[key.strip()] = yaml.safe_load(value)
     parser = HfArgumentParser((ModelArguments, DataArguments, training_class))
-    return parser.parse_yaml_file(str(path), allow_extra_keys=False)
+    return parser.parse_dict(config, allow_extra_keys=False)
 
 
 def check_output_dir(training_args: ConversationTrainingArguments) -> None:
@@ -387,10 +405,13 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
     perplexity_before = trainer.evaluate(metric_key_prefix="test")["test_perplexity"]
     train_result = trainer.train()
     trainer.save_model(str(output_dir))
+    trainer.save_state()  # trainer_state.json: the logged hit rates / max-ratio behind the figure
     if training_args.should_save:
         tokenizer.save_pretrained(output_dir)
         (output_dir / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
         add_custom_pipeline(output_dir)
+        plot_training_curves(trainer.state.log_history, NEGATIVE_TRAINING_CURVES, output_dir / CURVES_FILE,
+                             title=f"negative training ({training_args.mode})")
     results = {
         "mode": training_args.mode,
         "test_perplexity_before": perplexity_before,

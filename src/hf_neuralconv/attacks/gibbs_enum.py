@@ -153,6 +153,7 @@ def gibbs_enum(
     lambda_in: float = 0.0,
     init_from_lm: bool = False,
     targets_per_batch: int = 8,
+    candidate_batch_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> TriggerSearchResult:
@@ -168,13 +169,16 @@ def gibbs_enum(
         lambda_in: weight of the LM regulariser R(x) (paper: 1 when searching for io hits, else 0).
         init_from_lm: start from LM samples (paper: for io hits) instead of uniformly drawn words.
         targets_per_batch: targets searched together (memory: `targets_per_batch * num_restarts * G` rows).
+        candidate_batch_size: rows of candidates per forward pass (default: all of a position in one pass; 1 scores
+            the candidates one by one, the unbatched reference of `benchmarks/negative_training.py`).
         seed: seeds the initialisations; the search is otherwise deterministic.
         progress: show a tqdm bar over the targets.
     """
     if trigger_length < 1:
         raise ValueError(f"`trigger_length` must be at least 1 word, got {trigger_length}.")
     for name, value in (("num_candidates", num_candidates), ("max_sweeps", max_sweeps),
-                        ("num_restarts", num_restarts), ("targets_per_batch", targets_per_batch)):
+                        ("num_restarts", num_restarts), ("targets_per_batch", targets_per_batch),
+                        ("candidate_batch_size", 1 if candidate_batch_size is None else candidate_batch_size)):
         if value < 1:
             raise ValueError(f"`{name}` must be >= 1, got {value}.")
     if lambda_in < 0:
@@ -205,7 +209,8 @@ def gibbs_enum(
             else:
                 draws = torch.randint(len(allowed), (labels.size(0), trigger_length), generator=generator)
                 triggers = allowed[draws.to(device)]
-            loss = _search(model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned)
+            loss = _search(model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned,
+                           candidate_batch_size)
             best = loss.view(len(chunk), num_restarts).argmin(dim=1)
             rows = torch.arange(len(chunk), device=device) * num_restarts + best
             found += triggers[rows].tolist()
@@ -215,7 +220,9 @@ def gibbs_enum(
     return TriggerSearchResult(found, torch.cat(losses), scores)
 
 
-def _search(model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned) -> torch.Tensor:
+def _search(
+    model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned, candidate_batch_size
+) -> torch.Tensor:
     """Coordinate descent of Algorithm 3 on all rows at once, `triggers` updated in place; returns L per row."""
     rows, length = triggers.shape
     loss = torch.full((rows,), torch.inf, device=triggers.device)
@@ -233,11 +240,14 @@ def _search(model, prefix, triggers, labels, input_lm, lambda_in, num_candidates
             words = scores.topk(num_candidates, dim=1).indices  # (k, G)
             candidates = current.repeat_interleave(num_candidates, dim=0)
             candidates[:, position] = words.reshape(-1)
+            candidate_labels = labels[index].repeat_interleave(num_candidates, dim=0)
+            chunk = candidate_batch_size or len(candidates)
             with torch.no_grad():
-                candidate_loss = trigger_loss(
-                    model, prefix, candidates, labels[index].repeat_interleave(num_candidates, dim=0), input_lm,
-                    lambda_in,
-                ).view(-1, num_candidates)
+                candidate_loss = torch.cat([
+                    trigger_loss(model, prefix, candidates[start : start + chunk],
+                                 candidate_labels[start : start + chunk], input_lm, lambda_in)
+                    for start in range(0, len(candidates), chunk)
+                ]).view(-1, num_candidates)
             best_loss, best = candidate_loss.min(dim=1)
             better = best_loss < loss[index]
             changed = index[better]

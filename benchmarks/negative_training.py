@@ -1,0 +1,235 @@
+"""Negative training costs (He & Glass 2020): gibbs-enum candidate scoring batched vs one by one, and one
+negative-training step vs one MLE step (same run).
+
+Model: the chatbot of `--model` (default: HF_NEURALCONV_MODEL, else outputs/seq2seq-full; its newest
+`checkpoint-*` when there is no final model), else a random model of recipes/seq2seq/full.yaml's settings (the
+JSON says which, `model`). Eval mode for the search.
+
+* gibbs-enum (Appendix A, Algorithm 3): `--targets` targets of the paper's 0.5k training list
+  (`../shared/data/malicious_targets/train_500_cp1.txt`, or `--targets-file`), trigger length 15, G = 100, one
+  sweep, one restart, seed 0. `batched`: the G candidates of one position of all targets in one forward pass
+  (`gibbs_enum`'s default); `one_by_one`: `candidate_batch_size=1`, every candidate its own forward pass. Both
+  must find the same triggers from the same seed (`same_triggers`). Bar: batched >= 20 x faster.
+* Steps: the same real chitchat training batches (64 examples, a seeded pool of the train split taken in order)
+  and the same optimisation (SGD, lr 0.001, constant, clipping 5, bf16 autocast: recipes/negative_training/
+  frequent.yaml) for `mle` (`ConversationTrainer`), `negative_frequent` (`NegativeTrainer`, Algorithm 2: greedy
+  responses of each batch, the frequency window, the negative rows) and `negative_malicious` (`NegativeTrainer`,
+  Algorithm 1 with 100 given (trigger, target) pairs: each step re-scores the pairs and trains on those that still
+  hit; the pairs are real training messages and the model's greedy replies to them, so they hit). Time per step
+  over steps warmup+1 .. warmup+timed, from the end of the last warm-up step (`StepClock`); the trigger search
+  itself is the first measurement, not part of a step. Bar: each negative step <= 2.5 x the MLE step.
+
+One warm-up run is not needed: the step windows start after `--warmup-steps`; the gibbs-enum variants run once
+untimed on one target first. `--repeats` interleaved repetitions; medians.
+
+Run:  .venv/bin/python benchmarks/negative_training.py         (writes benchmarks/results/negative_training.json)
+      .venv/bin/python benchmarks/negative_training.py --tiny  (seconds: tiny random model; checks the script only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from _common import (
+    ROOT,
+    StepClock,
+    finish_machine_info,
+    load_data_and_tokenizer,
+    machine_info,
+    median,
+    print_table,
+    random_recipe_model,
+    resolve_model_dir,
+    write_results,
+)
+from hf_neuralconv.attacks import gibbs_enum, load_targets
+from hf_neuralconv.trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
+from hf_neuralconv.training import ConversationTrainingArguments, DataArguments, tokenize_dataset
+
+DEFAULT_MODEL = ROOT / "outputs" / "seq2seq-full"
+DEFAULT_TARGETS = ROOT.parent / "shared" / "data" / "malicious_targets" / "train_500_cp1.txt"
+SEARCH_RATIO_BAR = 20.0  # batched >= 20 x faster than one by one
+STEP_RATIO_BAR = 2.5  # a negative-training step <= 2.5 x an MLE step
+STEP_VARIANTS = ("mle", "negative_frequent", "negative_malicious")
+
+
+def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
+    model_dir = None if opts.tiny else resolve_model_dir(Path(opts.model))
+    if model_dir is None:
+        model = random_recipe_model(recipe_tokenizer, opts.tiny, opts.seed)
+        return model, recipe_tokenizer, None, ("tiny " if opts.tiny else "") + "random init, full.yaml settings"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer.json").is_file() \
+        else recipe_tokenizer
+    return AutoModelForSeq2SeqLM.from_pretrained(model_dir), tokenizer, model_dir, str(model_dir.relative_to(ROOT))
+
+
+def time_search(model, tokenizer, targets, opts, candidate_batch_size):
+    started = time.perf_counter()
+    result = gibbs_enum(model, tokenizer, targets, trigger_length=opts.trigger_length,
+                        num_candidates=opts.num_candidates, max_sweeps=1, num_restarts=1,
+                        targets_per_batch=len(targets), candidate_batch_size=candidate_batch_size, seed=0,
+                        progress=False)
+    return time.perf_counter() - started, result.triggers
+
+
+def malicious_pairs(model, tokenizer, train_set, count: int, path: Path) -> None:
+    """`count` (training message, the model's greedy reply) pairs as the JSONL `trigger_pairs_file` reads."""
+    from hf_neuralconv.attacks.hits import pad_ids, trigger_prefix
+
+    prefix = trigger_prefix(tokenizer)
+    messages = [text for text in train_set["message"] if text.strip()][:count]
+    ids = [prefix + tokenizer(text, add_special_tokens=False)["input_ids"][:20] for text in messages]
+    inputs = pad_ids(ids, tokenizer.pad_token_id, model.device)
+    with torch.no_grad():
+        replies = model.eval().generate(input_ids=inputs, attention_mask=inputs.ne(tokenizer.pad_token_id),
+                                        do_sample=False, num_beams=1, max_new_tokens=20)
+    texts = tokenizer.batch_decode(replies, skip_special_tokens=True)
+    with path.open("w") as file:
+        for message, reply in zip(messages, texts):
+            if reply.strip():
+                file.write(json.dumps({"trigger": message, "target": reply}) + "\n")
+
+
+def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
+    common = dict(per_device_train_batch_size=opts.batch_size, learning_rate=1e-3, optim="sgd",
+                  lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=5.0, bf16=not opts.tiny,
+                  use_cpu=True, max_steps=opts.warmup_steps + opts.timed_steps, seed=opts.seed,
+                  train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no",
+                  logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+    with tempfile.TemporaryDirectory() as output_dir:
+        clock = StepClock()
+        if variant == "mle":
+            trainer = ConversationTrainer(model=model.train(), args=ConversationTrainingArguments(output_dir,
+                                          **common), train_dataset=train_set, processing_class=tokenizer,
+                                          data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+                                          callbacks=[clock])
+        else:
+            mode = variant.removeprefix("negative_")
+            extra = dict(trigger_pairs_file=str(pairs_file), hit_type="o-sample-avg-hit",
+                         output_threshold=opts.output_threshold, lambda_pos=1.0) if mode == "malicious" else {}
+            args = NegativeTrainingConfig(output_dir, mode=mode, **extra, **common)
+            trainer = NegativeTrainer(model=model.train(), args=args, train_dataset=train_set,
+                                      processing_class=tokenizer, callbacks=[clock])
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        set_seed(opts.seed)
+        trainer.train()
+        ends = clock.step_ends
+        if len(ends) < opts.warmup_steps + opts.timed_steps:
+            raise RuntimeError(f"{variant}: {len(ends)} steps ran, {opts.warmup_steps + opts.timed_steps} needed")
+        seconds = ends[-1] - ends[opts.warmup_steps - 1]
+        negative_rows = getattr(trainer, "_metrics", {})
+    return {"ms_per_step": 1000 * seconds / opts.timed_steps, "seconds": seconds,
+            "negative_rows_per_step": {key: sum(values) / len(values) for key, values in negative_rows.items()
+                                       if key.endswith(("negative_examples", "negative_pairs")) and values}}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.environ.get("HF_NEURALCONV_MODEL") or str(DEFAULT_MODEL))
+    parser.add_argument("--targets-file", default=str(DEFAULT_TARGETS))
+    parser.add_argument("--targets", type=int, default=4, help="targets searched together")
+    parser.add_argument("--trigger-length", type=int, default=15)
+    parser.add_argument("--num-candidates", type=int, default=100, help="G")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=100, help="(trigger, target) pairs of the malicious steps")
+    parser.add_argument("--output-threshold", type=float, default=-4.35,
+                        help="T_out of the malicious steps (outputs/seq2seq-full measures -4.35 on chitchat test)")
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--timed-steps", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tiny", action="store_true", help="tiny random model, few steps: checks the script only")
+    parser.add_argument("--output", default=None)
+    opts = parser.parse_args(argv)
+    if opts.tiny:
+        opts.targets, opts.trigger_length, opts.num_candidates, opts.batch_size = 2, 3, 5, 8
+        opts.pairs, opts.warmup_steps, opts.timed_steps, opts.repeats = 8, 1, 2, 1
+        opts.output_threshold = -1e9  # a random model's replies are unlikely: let every pair hit
+
+    datasets.disable_progress_bars()
+    machine = machine_info()
+    data_args = DataArguments()
+    dialogues, recipe_tokenizer, tokenizer_source = load_data_and_tokenizer(data_args)
+    model, tokenizer, model_dir, model_source = load_model(opts, recipe_tokenizer, tokenizer_source)
+    initial_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    targets = load_targets(opts.targets_file, tokenizer).ids[: opts.targets]
+    pool = dialogues["train"].shuffle(seed=opts.seed).select(
+        range((opts.warmup_steps + opts.timed_steps) * opts.batch_size))
+    train_set = tokenize_dataset(pool, tokenizer, data_args, truncate_target=True)
+
+    search = {"batched": [], "one_by_one": []}
+    triggers = {}
+    model.eval()
+    for name, chunk in (("batched", None), ("one_by_one", 1)):  # untimed warm-up on one target
+        time_search(model, tokenizer, targets[:1], opts, chunk)
+    for rep in range(opts.repeats):
+        for name, chunk in (("batched", None), ("one_by_one", 1)):
+            seconds, triggers[name] = time_search(model, tokenizer, targets, opts, chunk)
+            search[name].append(seconds)
+            print(f"  rep {rep} gibbs-enum {name:<10} {seconds:8.2f} s", flush=True)
+
+    steps = {variant: [] for variant in STEP_VARIANTS}
+    with tempfile.TemporaryDirectory() as scratch:
+        pairs_file = Path(scratch) / "pairs.jsonl"
+        malicious_pairs(model, tokenizer, pool, opts.pairs, pairs_file)
+        for rep in range(opts.repeats):
+            for variant in STEP_VARIANTS:
+                model.load_state_dict(initial_state)  # every run starts from the same weights
+                measured = time_steps(variant, model, tokenizer, train_set, pairs_file, opts)
+                steps[variant].append(measured)
+                print(f"  rep {rep} step {variant:<20} {measured['ms_per_step']:8.0f} ms/step", flush=True)
+
+    search_summary = {name: {"seconds_runs": runs, "seconds_median": median(runs)} for name, runs in search.items()}
+    speedup = search_summary["one_by_one"]["seconds_median"] / search_summary["batched"]["seconds_median"]
+    step_summary = {variant: {"ms_per_step_runs": [m["ms_per_step"] for m in runs],
+                              "ms_per_step_median": median(m["ms_per_step"] for m in runs),
+                              "negative_rows_per_step": runs[-1]["negative_rows_per_step"]}
+                    for variant, runs in steps.items()}
+    mle = step_summary["mle"]["ms_per_step_median"]
+    for variant in STEP_VARIANTS:
+        step_summary[variant]["ratio_to_mle"] = step_summary[variant]["ms_per_step_median"] / mle
+    bars = {"gibbs_enum_batched_at_least_20x_one_by_one": {
+        "value": speedup, "threshold": SEARCH_RATIO_BAR,
+        "meets_bar": speedup >= SEARCH_RATIO_BAR and triggers["batched"] == triggers["one_by_one"]}}
+    for variant in STEP_VARIANTS[1:]:
+        ratio = step_summary[variant]["ratio_to_mle"]
+        bars[f"{variant}_step_at_most_2.5x_mle"] = {"value": ratio, "threshold": STEP_RATIO_BAR,
+                                                   "meets_bar": ratio <= STEP_RATIO_BAR}
+    payload = {
+        "benchmark": "negative_training",
+        "tiny": opts.tiny,
+        "machine": finish_machine_info(machine),
+        "model": model_source,
+        "model_random_weights": model_dir is None,
+        "tokenizer": tokenizer_source if model_dir is None else model_source,
+        "config": {key: value for key, value in vars(opts).items() if key not in ("output", "model")},
+        "gibbs_enum": {**search_summary, "speedup": speedup,
+                       "same_triggers": triggers["batched"] == triggers["one_by_one"],
+                       "rows_per_batched_pass": len(targets) * opts.num_candidates},
+        "steps": step_summary,
+        "bars": bars,
+        "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
+    }
+    path = write_results("negative_training", payload, opts.output)
+    print_table(["measurement", "median", "ratio"],
+                [["gibbs-enum batched (s)", search_summary["batched"]["seconds_median"], 1.0],
+                 ["gibbs-enum one by one (s)", search_summary["one_by_one"]["seconds_median"], speedup]]
+                + [[f"step {variant} (ms)", step_summary[variant]["ms_per_step_median"],
+                    step_summary[variant]["ratio_to_mle"]] for variant in STEP_VARIANTS])
+    print(f"same triggers: {payload['gibbs_enum']['same_triggers']}; written to {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
