@@ -139,7 +139,7 @@ def attack_model(
         "targets": len(targets.ids),
         "skipped_targets": len(targets.skipped),
         "hits": int(hits.sum()),
-        "hit_rate": hits.float().mean().item(),
+        "hit_rate": hits.double().mean().item(),
         "hit_rates": {name: rate for name, rate in hit_rates.items() if name != "num_pairs"},
         "output_threshold": output_threshold,
         "input_threshold": input_threshold,

@@ -392,8 +392,10 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
         input_lm = AutoModelForCausalLM.from_pretrained(training_args.input_lm_path).to(training_args.device).eval()
     dialogues = load_dialogues(data_args)
     test = _subset(dialogues["test"], data_args.max_eval_examples)
-    if training_args.mode == "malicious" and None in (training_args.output_threshold, training_args.input_threshold):
-        for name, value in hit_thresholds(model, tokenizer, test, data_args, input_lm).items():
+    io_hits = training_args.hit_type.startswith("io-")
+    missing_threshold = training_args.output_threshold is None or (io_hits and training_args.input_threshold is None)
+    if training_args.mode == "malicious" and missing_threshold:
+        for name, value in hit_thresholds(model, tokenizer, test, data_args, input_lm if io_hits else None).items():
             if getattr(training_args, name) is None:
                 setattr(training_args, name, value)
     with training_args.main_process_first(desc="tokenizing"):

@@ -79,6 +79,6 @@ class HitRate(evaluate.Metric):
             if hit_type.startswith("io-") and not with_input:
                 continue
             criterion = HitCriterion(hit_type, output_threshold, input_threshold)
-            result[hit_type] = criterion.hits(scores).float().mean().item()
+            result[hit_type] = criterion.hits(scores).double().mean().item()
         result["num_pairs"] = len(min_log_prob)
         return result

@@ -171,12 +171,6 @@ def _evaluation_mode(model):
         model.train(was_training)
 
 
-def _stack_padded(first: torch.Tensor, second: torch.Tensor, value: int) -> torch.Tensor:
-    """The rows of two right-padded tensors in one, padded with `value` to the wider of the two."""
-    width = max(first.size(1), second.size(1))
-    return torch.cat([F.pad(rows, (0, width - rows.size(1)), value=value) for rows in (first, second)])
-
-
 class NegativeTrainer(ConversationTrainer):
     """Negative training of He & Glass (2020), Eq. 4 with Algorithm 1 ("malicious") or 2 ("frequent").
 
@@ -243,19 +237,19 @@ class NegativeTrainer(ConversationTrainer):
             sources, targets = self._malicious_negatives(model)
         else:
             sources, targets = self._frequent_negatives(model, inputs)
-        pad = self.processing_class.pad_token_id
-        input_ids, labels = inputs["input_ids"], inputs["labels"]
-        positives = input_ids.size(0)
-        if sources:
-            input_ids = _stack_padded(input_ids, pad_ids(sources, pad, input_ids.device), pad)
-            labels = _stack_padded(labels, pad_ids(targets, -100, labels.device), -100)
-        # One forward pass over the data rows and the negative rows.
-        outputs = model(input_ids=input_ids, attention_mask=input_ids.ne(pad).long(), labels=labels)
-        logits = outputs.logits
-        loss_mle = F.cross_entropy(logits[:positives].float().transpose(1, 2), labels[:positives], ignore_index=-100)
+        # The data rows ask for their loss only: the output layer runs at the labelled positions alone, as in
+        # an MLE step (ConversationTrainer); the few negative rows need their per-token log-probabilities.
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        labels=inputs["labels"], return_logits=False)
+        loss_mle = outputs.loss
         loss = self.args.lambda_pos * loss_mle
         if sources:
-            loss_neg = negative_loss(logits[positives:], labels[positives:], self.token_weights)
+            pad = self.processing_class.pad_token_id
+            negative_ids = pad_ids(sources, pad, loss.device)
+            negative_labels = pad_ids(targets, -100, loss.device)
+            logits = model(input_ids=negative_ids, attention_mask=negative_ids.ne(pad).long(),
+                           labels=negative_labels).logits
+            loss_neg = negative_loss(logits, negative_labels, self.token_weights)
             loss = loss_neg + loss
             self._metrics["loss_neg"].append(loss_neg.item())
         self._metrics["loss_mle"].append(loss_mle.item())
