@@ -42,9 +42,9 @@ from .data import (
 )
 from .data.tokenization import BOT, USER, train_word_tokenizer
 from .model_card import write_model_card
-from .plotting import plot_training_curves
 from .models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
+from .plotting import plot_training_curves
 from .trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
 
 RESULTS_FILE = "results.json"
