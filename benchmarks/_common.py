@@ -167,14 +167,11 @@ def random_recipe_model(tokenizer, tiny: bool, seed: int):
     """A randomly initialised chatbot of recipes/seq2seq/full.yaml's model settings (tiny sizes with `tiny`)."""
     import dataclasses
 
-    import yaml
     from transformers import set_seed
 
-    from hf_neuralconv.training import ModelArguments, build_model
+    from hf_neuralconv.training import build_model, parse_config
 
-    recipe = yaml.safe_load(FULL_RECIPE.read_text())
-    fields = {f.name for f in dataclasses.fields(ModelArguments)}
-    model_args = ModelArguments(**{k: v for k, v in recipe.items() if k in fields and k != "model_name_or_path"})
+    model_args = dataclasses.replace(parse_config(FULL_RECIPE)[0], model_name_or_path=None)
     if tiny:
         model_args = dataclasses.replace(model_args, embedding_size=16, hidden_size=32, projection_size=8)
     set_seed(seed)

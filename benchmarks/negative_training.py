@@ -52,7 +52,8 @@ from _common import (
     resolve_model_dir,
     write_results,
 )
-from hf_neuralconv.attacks import gibbs_enum, load_targets
+from hf_neuralconv.attacks import gibbs_enum, load_targets, trigger_prefix
+from hf_neuralconv.attacks.hits import pad_ids
 from hf_neuralconv.trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
 from hf_neuralconv.training import ConversationTrainingArguments, DataArguments, tokenize_dataset
 
@@ -84,8 +85,6 @@ def time_search(model, tokenizer, targets, opts, candidate_batch_size):
 
 def malicious_pairs(model, tokenizer, train_set, count: int, path: Path) -> None:
     """`count` (training message, the model's greedy reply) pairs as the JSONL `trigger_pairs_file` reads."""
-    from hf_neuralconv.attacks.hits import pad_ids, trigger_prefix
-
     prefix = trigger_prefix(tokenizer)
     messages = [text for text in train_set["message"] if text.strip()][:count]
     ids = [prefix + tokenizer(text, add_special_tokens=False)["input_ids"][:20] for text in messages]
@@ -105,7 +104,9 @@ def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
                   lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=5.0, bf16=not opts.tiny,
                   use_cpu=True, max_steps=opts.warmup_steps + opts.timed_steps, seed=opts.seed,
                   train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no",
-                  logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+                  # One log, after the last step's clock mark: NegativeTrainer.log averages its per-step metrics.
+                  logging_strategy="steps", logging_steps=opts.warmup_steps + opts.timed_steps, report_to="none",
+                  disable_tqdm=True, dataloader_num_workers=0)
     with tempfile.TemporaryDirectory() as output_dir:
         clock = StepClock()
         if variant == "mle":
@@ -128,10 +129,10 @@ def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
         if len(ends) < opts.warmup_steps + opts.timed_steps:
             raise RuntimeError(f"{variant}: {len(ends)} steps ran, {opts.warmup_steps + opts.timed_steps} needed")
         seconds = ends[-1] - ends[opts.warmup_steps - 1]
-        negative_rows = getattr(trainer, "_metrics", {})
+        logged = next(entry for entry in reversed(trainer.state.log_history) if "loss" in entry)
     return {"ms_per_step": 1000 * seconds / opts.timed_steps, "seconds": seconds,
-            "negative_rows_per_step": {key: sum(values) / len(values) for key, values in negative_rows.items()
-                                       if key.endswith(("negative_examples", "negative_pairs")) and values}}
+            "negative_rows_per_step": {key: value for key, value in logged.items()
+                                       if key.endswith(("negative_examples", "negative_pairs"))}}
 
 
 def main(argv=None) -> dict:

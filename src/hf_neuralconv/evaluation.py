@@ -113,9 +113,8 @@ def attack_model(
     if output_threshold is None or (hit_type.startswith("io-") and input_threshold is None):
         data_args = _data_arguments(model_dir)
         test = load_dialogues(data_args)["test"]
-        thresholds = hit_thresholds(model, tokenizer, test, data_args, input_lm)
-        output_threshold = thresholds["output_threshold"] if output_threshold is None else output_threshold
-        input_threshold = thresholds.get("input_threshold") if input_threshold is None else input_threshold
+        output_threshold, input_threshold = hit_thresholds(model, tokenizer, test, data_args, input_lm,
+                                                           output_threshold, input_threshold)
     criterion = HitCriterion(hit_type, output_threshold, input_threshold)
     targets = load_targets(targets_file, tokenizer)
     io_hit = criterion.uses_input_lm

@@ -364,15 +364,19 @@ def hit_thresholds(
     test: datasets.Dataset,
     data_args: DataArguments,
     input_lm=None,
-) -> dict[str, float]:
-    """T_out and T_in of the hit criteria (He & Glass 2020, Section 3.2 and Appendix C): the model's average word
-    log-likelihood on the test examples and, given the input LM, the LM's on the test messages."""
-    encoded = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
-    thresholds = {"output_threshold": output_threshold(model, encoded["input_ids"], encoded["labels"])}
-    if input_lm is not None:
+    t_out: float | None = None,
+    t_in: float | None = None,
+) -> tuple[float, float | None]:
+    """(T_out, T_in) of the hit criteria (He & Glass 2020, Section 3.2 and Appendix C): `t_out` / `t_in` when
+    given, else measured — T_out as the model's average word log-likelihood on the test examples, T_in (only with
+    the input LM) as the LM's on the test messages."""
+    if t_out is None:
+        encoded = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
+        t_out = output_threshold(model, encoded["input_ids"], encoded["labels"])
+    if t_in is None and input_lm is not None:
         messages = tokenizer(list(test["message"]), add_special_tokens=False)["input_ids"]
-        thresholds["input_threshold"] = input_threshold(input_lm, messages)
-    return thresholds
+        t_in = input_threshold(input_lm, messages)
+    return t_out, t_in
 
 
 def train_negative(model_args: ModelArguments, data_args: DataArguments, training_args: NegativeTrainingConfig) -> dict:
@@ -395,9 +399,10 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
     io_hits = training_args.hit_type.startswith("io-")
     missing_threshold = training_args.output_threshold is None or (io_hits and training_args.input_threshold is None)
     if training_args.mode == "malicious" and missing_threshold:
-        for name, value in hit_thresholds(model, tokenizer, test, data_args, input_lm if io_hits else None).items():
-            if getattr(training_args, name) is None:
-                setattr(training_args, name, value)
+        training_args.output_threshold, training_args.input_threshold = hit_thresholds(
+            model, tokenizer, test, data_args, input_lm if io_hits else None, training_args.output_threshold,
+            training_args.input_threshold,
+        )
     with training_args.main_process_first(desc="tokenizing"):
         train_set = tokenize_dataset(_subset(dialogues["train"], data_args.max_train_examples), tokenizer,
                                      data_args, truncate_target=True)
