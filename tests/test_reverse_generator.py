@@ -17,7 +17,7 @@ from conftest import WORDS, tiny_model
 from gensim.models import KeyedVectors
 from test_pipeline import SENTENCES, make_model_dir
 from test_space import free_port, space
-from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from hf_neuralconv.attacks.environments import (
     CallableEnvironment,
@@ -41,7 +41,8 @@ from hf_neuralconv.trainers.reinforce import (
     sequence_log_probs,
     write_found_pairs,
 )
-from hf_neuralconv.training import ModelArguments
+from hf_neuralconv.reverse_experiment import AttackSetupArguments, ReferenceCorpusArguments, ReinforceRunArguments
+from hf_neuralconv.training import ConversationTrainingArguments, ModelArguments, parse_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "reverse_generator"
 # The Space's /chat controls after the message: persona, strategy, beams, temperature, top-p, max new tokens, context
@@ -288,6 +289,7 @@ def test_reinforce_gradient_equals_the_hand_computed_one(tiny_tokenizer, tmp_pat
     loss.backward()
     assert sorted(victim.received) == ["are", "hello how", "tea hello are how"]
     assert environment.num_queries == 3
+    assert trainer._metrics["distinct_inputs"] == [pytest.approx((2 / 3 + 3 / 3) / 2)]  # "hello how" twice
 
     advantages = rewards - rewards.mean(dim=1, keepdim=True) if baseline == "mean" else rewards
     suppressed = torch.zeros(len(tokenizer), dtype=torch.bool)
@@ -434,15 +436,18 @@ def test_attack_keeps_the_best_of_n_beams_and_writes_triggers(tiny_tokenizer, tm
 
 
 def test_recipes_parse_with_the_papers_settings():
-    (model_args, pretrain_args) = HfArgumentParser((ModelArguments, TrainingArguments)).parse_yaml_file(
-        str(RECIPES / "pretrain.yaml"), allow_extra_keys=False
+    model_args, setup, corpus_args, pretrain_args = parse_recipe(
+        RECIPES / "pretrain.yaml",
+        (ModelArguments, AttackSetupArguments, ReferenceCorpusArguments, ConversationTrainingArguments),
     )
     assert (model_args.num_layers, model_args.hidden_size, model_args.embedding_size) == (2, 1024, 300)
+    assert (model_args.attention, model_args.dropout, corpus_args.num_reference_messages) == ("none", 0.1, 160000)
     assert (pretrain_args.learning_rate, pretrain_args.per_device_train_batch_size, pretrain_args.max_grad_norm) == (
         20.0, 16, 0.25)
-    (config,) = HfArgumentParser(ReinforceConfig).parse_yaml_file(str(RECIPES / "reinforce.yaml"),
-                                                                   allow_extra_keys=False)
-    assert (config.learning_rate, config.per_device_train_batch_size, config.max_grad_norm) == (1e-3, 16, 0.25)
+    assert (setup.environment, setup.reward_threshold) == ("outputs/seq2seq-full", 0.5)
+    run_args, config = parse_recipe(RECIPES / "reinforce.yaml", (ReinforceRunArguments, ReinforceConfig))
+    assert run_args.generator == pretrain_args.output_dir
+    assert (config.learning_rate, config.per_device_train_batch_size, config.max_grad_norm) == (1e-4, 16, 0.25)
     assert (config.baseline, config.success_threshold, config.remove_unused_columns) == ("mean", 0.5, False)
 
 
@@ -501,7 +506,7 @@ def test_reinforce_attack_on_a_chatbot_served_by_gradio(served_chatbot, tmp_path
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert [entry["step"] for entry in logs] == [1, 2, 3]
-    assert all({"reward", "success_rate", "env_queries"} <= set(entry) for entry in logs)
+    assert all({"reward", "success_rate", "distinct_inputs", "env_queries"} <= set(entry) for entry in logs)
     assert all(0.0 <= entry["reward"] <= 1.0 and 0.0 <= entry["success_rate"] <= 1.0 for entry in logs)
     assert logs[-1]["env_queries"] == environment.num_queries - before == len(chatbot.chats) - answered - len(messages)
     assert 0 < logs[-1]["env_queries"] <= 3 * 2 * 4  # steps x targets x samples, minus repeats and empty inputs

@@ -68,6 +68,58 @@ def command_negative_train(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2))
 
 
+def command_reverse_pretrain(args: argparse.Namespace) -> None:
+    from .reverse_experiment import AttackSetupArguments, ReferenceCorpusArguments, pretrain
+    from .training import ConversationTrainingArguments, ModelArguments, parse_recipe
+
+    classes = (ModelArguments, AttackSetupArguments, ReferenceCorpusArguments, ConversationTrainingArguments)
+    print(json.dumps(pretrain(*parse_recipe(args.config, classes, args.overrides)), indent=2))
+
+
+def command_reverse_train(args: argparse.Namespace) -> None:
+    from .reverse_experiment import ReinforceRunArguments, reinforce
+    from .trainers.reinforce import ReinforceConfig
+    from .training import parse_recipe
+
+    print(json.dumps(reinforce(*parse_recipe(args.config, (ReinforceRunArguments, ReinforceConfig),
+                                             args.overrides)), indent=2))
+
+
+def command_reverse_evaluate(args: argparse.Namespace) -> None:
+    from .reverse_experiment import evaluate_attacks
+
+    results = evaluate_attacks(args.pretrained, args.reinforced, args.output_dir, args.targets_per_bucket,
+                               tuple(args.beam_sizes), args.num_messages, args.seed, args.overwrite)
+    print((Path(args.output_dir) / "tables.md").read_text())
+    print(f"env queries: {results['env_queries']}; results, Figure 2 and found inputs in {args.output_dir}")
+
+
+def command_reverse_attack(args: argparse.Namespace) -> None:
+    from .reverse_experiment import attack_targets
+
+    print(json.dumps(attack_targets(args.generator, args.targets, args.output, args.num_beams, args.min_similarity,
+                                    args.skip_unscorable, args.overwrite), indent=2))
+
+
+def command_persona_train(args: argparse.Namespace) -> None:
+    from .speaker_adaptation import parse_speaker_adaptation_recipe, train_speaker_adaptation
+
+    results = train_speaker_adaptation(*parse_speaker_adaptation_recipe(args.config, args.overrides))
+    print(json.dumps(results, indent=2))
+
+
+def command_persona_report(args: argparse.Namespace) -> None:
+    from .speaker_adaptation import format_samples, persona_report
+
+    _check_output(args)
+    report = persona_report(args.run_dirs, args.samples, args.seed)
+    print(report["markdown"])
+    if report["samples"]:
+        print(f"\n{format_samples(report['samples'])}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
+
+
 def _check_output(args: argparse.Namespace) -> None:
     """Refuse, before any work, to replace an existing --output file without --overwrite."""
     if args.output and Path(args.output).exists() and not args.overwrite:
@@ -225,6 +277,64 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", help="also write the report to this JSON file")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     report.set_defaults(run=command_diversity_report)
+
+    reverse_pretrain = commands.add_parser(
+        "reverse-pretrain", help="reference corpus from a black-box chatbot + supervised reverse generator (Liu et al.)"
+    )
+    reverse_pretrain.add_argument("config", help="recipe YAML, e.g. recipes/reverse_generator/pretrain.yaml")
+    reverse_pretrain.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
+    reverse_pretrain.set_defaults(run=command_reverse_pretrain)
+
+    reverse_train = commands.add_parser("reverse-train", help="REINFORCE the reverse generator against the chatbot")
+    reverse_train.add_argument("config", help="recipe YAML, e.g. recipes/reverse_generator/reinforce.yaml")
+    reverse_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
+    reverse_train.set_defaults(run=command_reverse_train)
+
+    reverse_evaluate = commands.add_parser(
+        "reverse-evaluate", help="Figure 2 / Tables 1-2 of Liu et al.: Generated and Real targets by length"
+    )
+    reverse_evaluate.add_argument("pretrained", help="the reverse-pretrain output (Pre-trained Greedy)")
+    reverse_evaluate.add_argument("reinforced", help="the reverse-train output (RL Greedy / BeamSearch)")
+    reverse_evaluate.add_argument("--output-dir", required=True, help="results.json, figure2.png, tables.md, JSONL")
+    reverse_evaluate.add_argument("--targets-per-bucket", type=int, default=200, help="the paper's 200")
+    reverse_evaluate.add_argument("--beam-sizes", type=int, nargs="+", default=[50, 200], help="N of RL BeamSearch(N)")
+    reverse_evaluate.add_argument("--num-messages", type=int, default=10000,
+                                  help="test messages whose replies are the Generated targets")
+    reverse_evaluate.add_argument("--seed", type=int, default=0)
+    reverse_evaluate.add_argument("--overwrite", action="store_true", help="write into a non-empty --output-dir")
+    reverse_evaluate.set_defaults(run=command_reverse_evaluate)
+
+    reverse_attack = commands.add_parser(
+        "reverse-attack", help="find inputs for a list of targets; write them as negative-training pairs"
+    )
+    reverse_attack.add_argument("generator", help="a reverse-train (or reverse-pretrain) output")
+    reverse_attack.add_argument("targets", help="one target a line, e.g. ../shared/data/malicious_targets/test_500.txt")
+    reverse_attack.add_argument("--output", required=True, help="JSONL of found (trigger, target) pairs")
+    reverse_attack.add_argument("--num-beams", type=int, default=200, help="RL BeamSearch(N); 1: greedy")
+    reverse_attack.add_argument("--min-similarity", type=float, default=0.5, help="a pair counts as found from here")
+    reverse_attack.add_argument("--skip-unscorable", action="store_true",
+                                help="skip targets the reward cannot score (only stopwords) instead of stopping")
+    reverse_attack.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    reverse_attack.set_defaults(run=command_reverse_attack)
+
+    persona_train = commands.add_parser(
+        "persona-train", help="a run of Luan et al. (2017) Tables 1-2: baseline, mtask-m or mtask-s (recipe `mode`)"
+    )
+    persona_train.add_argument("config", help="recipe YAML, e.g. recipes/persona_mtask/baseline.yaml")
+    persona_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
+    persona_train.set_defaults(run=command_persona_train)
+
+    persona_report = commands.add_parser(
+        "persona-report", help="Tables 1-2 of Luan et al. (2017) for persona-train runs, and Figure 7 samples"
+    )
+    persona_report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                                help="persona-train output directories, the baseline's among them")
+    persona_report.add_argument("--samples", type=int, default=4,
+                                help="test inputs answered as several target speakers (Figure 7); 0: none")
+    persona_report.add_argument("--seed", type=int, default=0, help="which test inputs the samples are")
+    persona_report.add_argument("--output", help="also write the table and samples to this JSON file")
+    persona_report.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    persona_report.set_defaults(run=command_persona_report)
 
     chat = commands.add_parser("chat", help="chat in the terminal, or answer a file of prompts (--prompts)")
     chat.add_argument("model_dir")

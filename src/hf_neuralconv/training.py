@@ -132,6 +132,12 @@ def parse_config(
     """Read a recipe YAML into the three argument dataclasses (unknown keys are an error); `training_class` is
     `NegativeTrainingConfig` for negative-training recipes. `overrides` are `key=value` strings (the value read as
     YAML) that replace or add recipe keys, e.g. `max_steps=700`, so a variant of a recipe needs no copy of it."""
+    return parse_recipe(path, (ModelArguments, DataArguments, training_class), overrides)
+
+
+def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: Sequence[str] = ()) -> tuple:
+    """Read a recipe YAML, with `key=value` overrides (values read as YAML), into `dataclass_types` with
+    `HfArgumentParser`; a key that none of them has is an error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recipe file.")
@@ -142,9 +148,11 @@ def parse_config(
         key, separator, value = override.partition("=")
         if not separator or not key.strip():
             raise ValueError(f"Override {override!r} is not key=value (e.g. max_steps=700).")
-        config[key.strip()] = yaml.safe_load(value)
-    parser = HfArgumentParser((ModelArguments, DataArguments, training_class))
-    return parser.parse_dict(config, allow_extra_keys=False)
+        parsed = yaml.safe_load(value)
+        # YAML 1.1 reads no/yes/on/off as booleans: `eval_strategy=no` means the string.
+        config[key.strip()] = value.strip() if isinstance(parsed, bool) and value.strip().lower() not in (
+            "true", "false") else parsed
+    return HfArgumentParser(dataclass_types).parse_dict(config, allow_extra_keys=False)
 
 
 def check_output_dir(training_args: ConversationTrainingArguments) -> None:
@@ -162,14 +170,16 @@ def check_output_dir(training_args: ConversationTrainingArguments) -> None:
         )
 
 
+def load_conversations(dataset: str) -> dict[str, list[tuple[str, str]]]:
+    """The dialogues of `DataArguments.dataset`: the chitchat corpus, or a user's dialogue file."""
+    return chitchat_turns() if dataset == "chitchat" else load_dialogue_file(dataset)
+
+
 def load_dialogues(data_args: DataArguments) -> datasets.DatasetDict:
     """Examples of the configured corpus, split by conversation (with `direction: reverse`, swapped)."""
-    if data_args.dataset == "chitchat":
-        conversations = chitchat_turns()
-    else:
-        conversations = load_dialogue_file(data_args.dataset)
     dialogues = build_dataset_dict(
-        conversations, data_args.max_context_turns, data_args.split_fractions, data_args.split_seed
+        load_conversations(data_args.dataset), data_args.max_context_turns, data_args.split_fractions,
+        data_args.split_seed,
     )
     if data_args.direction == "reverse":
         dialogues = dialogues.map(_reverse_example, desc="Reversing")
@@ -220,7 +230,8 @@ def tokenize_dataset(
     )
 
 
-def _subset(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+def first_examples(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    """The first `limit` examples (all with None): the `max_train_examples` / `max_eval_examples` of quick runs."""
     return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
 
 
@@ -297,11 +308,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         )
 
     with training_args.main_process_first(desc="tokenizing"):
-        train_set = tokenize_dataset(_subset(dialogues["train"], data_args.max_train_examples), tokenizer,
+        train_set = tokenize_dataset(first_examples(dialogues["train"], data_args.max_train_examples), tokenizer,
                                      data_args, truncate_target=True, architecture=model_args.architecture)
-        eval_set = tokenize_dataset(_subset(dialogues["validation"], data_args.max_eval_examples), tokenizer,
+        eval_set = tokenize_dataset(first_examples(dialogues["validation"], data_args.max_eval_examples), tokenizer,
                                     data_args, truncate_target=True, architecture=model_args.architecture)
-        test_set = tokenize_dataset(_subset(dialogues["test"], data_args.max_eval_examples), tokenizer,
+        test_set = tokenize_dataset(first_examples(dialogues["test"], data_args.max_eval_examples), tokenizer,
                                     data_args, truncate_target=False, architecture=model_args.architecture)
 
     model = build_model(model_args, tokenizer)
@@ -395,7 +406,7 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
     if training_args.input_lm_path:
         input_lm = AutoModelForCausalLM.from_pretrained(training_args.input_lm_path).to(training_args.device).eval()
     dialogues = load_dialogues(data_args)
-    test = _subset(dialogues["test"], data_args.max_eval_examples)
+    test = first_examples(dialogues["test"], data_args.max_eval_examples)
     io_hits = training_args.hit_type.startswith("io-")
     missing_threshold = training_args.output_threshold is None or (io_hits and training_args.input_threshold is None)
     if training_args.mode == "malicious" and missing_threshold:
@@ -404,7 +415,7 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
             training_args.input_threshold,
         )
     with training_args.main_process_first(desc="tokenizing"):
-        train_set = tokenize_dataset(_subset(dialogues["train"], data_args.max_train_examples), tokenizer,
+        train_set = tokenize_dataset(first_examples(dialogues["train"], data_args.max_train_examples), tokenizer,
                                      data_args, truncate_target=True)
         test_set = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
     trainer = NegativeTrainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=test_set,

@@ -75,6 +75,9 @@ class ReinforceConfig(TrainingArguments):
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Targets per batch (the paper's 16)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator needs the `target` text."})
     logging_steps: float = field(default=10, metadata={"help": "Log mean reward, success rate and queries every N."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into a non-empty output_dir (its files may be replaced)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -225,10 +228,9 @@ class ReinforceTrainer(Trainer):
         attention_mask = inputs["attention_mask"].repeat_interleave(num_samples, dim=0)
         samples = self._sample_inputs(model, inputs)
         targets = [target for target in inputs["targets"] for _ in range(num_samples)]
+        texts = _decode_inputs(self.processing_class, samples)
         queries_before = self.environment.num_queries
-        rewards, _ = score_inputs(
-            self.environment, self.reward_function, targets, _decode_inputs(self.processing_class, samples)
-        )
+        rewards, _ = score_inputs(self.environment, self.reward_function, targets, texts)
         rewards = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device).view(-1, num_samples)
         log_probs = sequence_log_probs(model, input_ids, attention_mask, samples, self.sampling_config)
         log_probs = log_probs.view(-1, num_samples)
@@ -241,6 +243,11 @@ class ReinforceTrainer(Trainer):
         self._metrics["success_rate"].append(
             all_rewards.max(dim=1).values.ge(self.args.success_threshold).float().mean().item()
         )
+        # Share of distinct inputs among each target's N samples: near 1/N, the policy has collapsed onto one input
+        # (all advantages 0 with the mean baseline: no more learning); a too high learning rate does that.
+        distinct = [len(set(texts[start : start + num_samples])) / num_samples
+                    for start in range(0, len(texts), num_samples)]
+        self._metrics["distinct_inputs"].append(sum(distinct) / len(distinct))
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
     def _sample_inputs(self, model, inputs) -> torch.LongTensor:

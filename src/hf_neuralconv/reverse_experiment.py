@@ -1,0 +1,457 @@
+"""The experiment of Liu et al. (2019, "Say What I Want", Section 5) on the chitchat corpus, as four commands:
+
+* `hf-neuralconv reverse-pretrain RECIPE` — feed real training-split messages to the black-box chatbot, keep the
+  (output -> input) pairs as the reference corpus (Section 5.1.2) and pre-train the reverse generator on them.
+* `hf-neuralconv reverse-train RECIPE` — REINFORCE against the same chatbot, the reference corpus' outputs as
+  targets (Section 4.2, `trainers.reinforce.ReinforceTrainer`).
+* `hf-neuralconv reverse-evaluate` — Section 5.2: *Generated* targets (the chatbot's replies to held-out test
+  messages) and *Real* targets (human test responses) in length buckets 1-3, 4-6 and 7-10; Pre-trained Greedy,
+  RL Greedy and RL BeamSearch(N) attacks; Figure 2 (success rate against the similarity threshold), Table 1 (mean
+  similarity, with the real input's row) and Table 2 (examples).
+* `hf-neuralconv reverse-attack` — any list of targets (e.g. the malicious targets of He & Glass 2020), the found
+  (trigger, target) pairs written as negative-training examples.
+
+The attack setup (`AttackSetupArguments`: which chatbot, how its replies are scored) is saved with each generator as
+`attack_setup.json`, so that training and evaluation attack the same chatbot with the same reward. The attacker only
+ever calls the chatbot with texts (`attacks.environments`).
+"""
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+from gensim.parsing.preprocessing import STOPWORDS
+from transformers import AutoTokenizer, set_seed
+
+from .attacks.environments import DialogueEnvironment, GradioEnvironment, PipelineEnvironment, build_reference_corpus
+from .attacks.reward import EmbeddingSimilarityReward, content_words, train_word_vectors
+from .chat import load_model_dir
+from .data import load_chitchat
+from .data.tokenization import train_word_tokenizer
+from .plotting import plot_success_curves, plot_training_curves
+from .trainers.reinforce import (
+    ReinforceConfig,
+    ReinforceTrainer,
+    attack,
+    pretrain_reverse_generator,
+    write_found_pairs,
+)
+from .training import (
+    RESULTS_FILE,
+    ConversationTrainingArguments,
+    ModelArguments,
+    build_model,
+    check_output_dir,
+    default_generation_config,
+    describe_machine,
+    training_texts,
+)
+
+SETUP_FILE = "attack_setup.json"
+REFERENCE_CORPUS_FILE = "reference_corpus.jsonl"
+WORD_VECTORS_CACHE = Path.home() / ".cache" / "hf-neuralconv" / "word2vec"
+# Section 5.2's length groups of target outputs (words: tokens with a letter or digit).
+LENGTH_BUCKETS = ((1, 3), (4, 6), (7, 10))
+THRESHOLDS = tuple(round(0.5 + 0.05 * step, 2) for step in range(11))  # Figure 2's x axis, 0.5 ... 1.0
+REINFORCE_CURVES = ("reward", "success_rate", "distinct_inputs", "env_queries", "loss")
+# Targets x beams decoded in one `generate` call of a beam attack (memory), and targets per greedy call.
+BEAM_ROWS = 800
+GREEDY_BATCH = 64
+
+
+@dataclass
+class AttackSetupArguments:
+    """The black-box chatbot D and the reward of Liu et al. (2019, Sections 4.2.1 and 4.2.4)."""
+
+    environment: str = field(
+        default="outputs/seq2seq-full",
+        metadata={"help": "The chatbot: a saved model directory (answering greedily, as a black box) or the URL of "
+                          "a running Gradio app (e.g. our Space, http://127.0.0.1:7860)."},
+    )
+    gradio_api_name: str = field(default="/chat", metadata={"help": "The Gradio endpoint answering a message."})
+    gradio_extra_inputs: str = field(
+        default="[]",
+        metadata={"help": "JSON list of the endpoint's inputs after the message; our Space's /chat: "
+                          '[null, "greedy", 5, 1.0, 0.9, 32, 2, 1].'},
+    )
+    environment_batch_size: int = field(default=256, metadata={"help": "Inputs a local chatbot decodes at once."})
+    word_vectors: str | None = field(
+        default=None,
+        metadata={"help": "word2vec-format vectors for the reward (e.g. GoogleNews, as the paper); default: Word2Vec "
+                          "trained on the chitchat training split with gensim, cached in ~/.cache/hf-neuralconv."},
+    )
+    stopwords: str = field(
+        default="gensim",
+        metadata={"help": "Words the similarity ignores besides punctuation: 'gensim' (its English list), 'none' "
+                          "(punctuation only, as the paper) or a file with one word a line."},
+    )
+    reward_threshold: float = field(default=0.5, metadata={"help": "Rewards below it become 0 (the paper's 0.5)."})
+
+    def __post_init__(self):
+        try:
+            extra = json.loads(self.gradio_extra_inputs)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"`gradio_extra_inputs` must be a JSON list: {error.msg}.") from None
+        if not isinstance(extra, list):
+            raise ValueError(f"`gradio_extra_inputs` must be a JSON list, got {self.gradio_extra_inputs!r}.")
+        if self.stopwords not in ("gensim", "none") and not Path(self.stopwords).is_file():
+            raise ValueError(f"`stopwords` must be 'gensim', 'none' or a word-list file; {self.stopwords} is none.")
+
+    def make_environment(self) -> DialogueEnvironment:
+        """The chatbot as a black box: over HTTP for a URL, else a local model answering greedily."""
+        if self.environment.startswith(("http://", "https://")):
+            return GradioEnvironment(self.environment, self.gradio_api_name, json.loads(self.gradio_extra_inputs))
+        if not Path(self.environment).is_dir():
+            raise FileNotFoundError(
+                f"{self.environment}: the environment is neither a model directory nor an http(s) URL of a Gradio app."
+            )
+        # A local greedy model is deterministic: an empty reply is its answer, not a dropped request to retry.
+        return PipelineEnvironment(self.environment, self.environment_batch_size,
+                                   generate_kwargs={"strategy": "greedy"}, accept_empty_replies=True)
+
+    def stopword_list(self) -> frozenset[str]:
+        if self.stopwords == "gensim":
+            return frozenset(STOPWORDS)
+        if self.stopwords == "none":
+            return frozenset()
+        return frozenset(line.strip() for line in Path(self.stopwords).read_text().splitlines() if line.strip())
+
+    def make_reward(self, threshold: float | None = None) -> EmbeddingSimilarityReward:
+        """Eq. 2 with these settings (`threshold=-1`: the similarity itself, for Figure 2 and Table 1)."""
+        vectors = self.word_vectors
+        if vectors is None:
+            texts = training_texts(load_chitchat()["train"])
+            vectors = train_word_vectors(texts, cache_dir=WORD_VECTORS_CACHE)
+        return EmbeddingSimilarityReward(vectors, self.stopword_list(),
+                                         self.reward_threshold if threshold is None else threshold)
+
+    def save(self, directory: Path) -> None:
+        (directory / SETUP_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "AttackSetupArguments":
+        path = Path(directory) / SETUP_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; {directory} is not a reverse generator of `reverse-pretrain`.")
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class ReferenceCorpusArguments:
+    """The reference corpus of Section 5.1.2 (the paper: 160K posts) and its held-out part for validation."""
+
+    reference_corpus: str | None = field(
+        default=None,
+        metadata={"help": "Reuse this reference corpus (a JSONL of `output`, `input` pairs, e.g. an earlier run's "
+                          f"{REFERENCE_CORPUS_FILE}) instead of querying the chatbot again."},
+    )
+    num_reference_messages: int = field(default=40000, metadata={"help": "Training-split messages fed to D."})
+    max_message_words: int = field(default=20, metadata={"help": "Longer messages are left out (the generator "
+                                                                 "writes inputs of a few words)."})
+    validation_fraction: float = 0.05
+    reference_seed: int = 0
+    vocab_size: int = field(default=20000, metadata={"help": "Vocabulary of a new generator (no init model)."})
+
+    def __post_init__(self):
+        if self.num_reference_messages < 2 or not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError("`num_reference_messages` must be >= 2 and `validation_fraction` in (0, 1).")
+
+
+@dataclass
+class ReinforceRunArguments:
+    """Which pre-trained generator REINFORCE starts from, and how many reference outputs it targets."""
+
+    generator: str = field(default="outputs/reverse-generator/pretrained",
+                           metadata={"help": "A `reverse-pretrain` output directory."})
+    max_targets: int | None = field(default=None, metadata={"help": "Use a seeded sample of this many targets."})
+
+
+def word_count(text: str) -> int:
+    """Length of a target as Section 5.2 buckets it: its word tokens (punctuation not counted)."""
+    return len(content_words(text))
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_reference_corpus(path: str | Path) -> datasets.Dataset:
+    """(`output`, `input`) pairs from a JSONL file, each a non-empty text; errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such reference corpus (JSONL of `output`, `input` pairs).")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: line {number} is not JSON ({error.msg}).") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(key), str) and row[key].strip()
+                                                for key in ("output", "input")):
+            raise ValueError(f"{path}: line {number}: `output` and `input` must be non-empty strings.")
+        rows.append({"output": row["output"], "input": row["input"]})
+    if len(rows) < 2:
+        raise ValueError(f"{path}: a reference corpus needs at least 2 pairs (one for validation).")
+    return datasets.Dataset.from_list(rows)
+
+
+def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_args: ReferenceCorpusArguments,
+             training_args: ConversationTrainingArguments) -> dict:
+    """Build the reference corpus from D (or reuse one) and pre-train the reverse generator on it (Section 5.1.2).
+    A generator is new (sized by `model_args`, with a word tokenizer of the corpus) or starts from
+    `model_name_or_path`, e.g. a reverse model p(message|reply) trained on human dialogue (`recipes/mmi/reverse.yaml`)."""
+    if model_args.architecture != "seq2seq":
+        raise ValueError("The reverse generator is a seq2seq model: set `architecture: seq2seq`.")
+    check_output_dir(training_args)
+    started = time.time()
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    environment = setup.make_environment()
+    if corpus_args.reference_corpus:
+        corpus = read_reference_corpus(corpus_args.reference_corpus)
+    else:
+        messages = [text for text in dict.fromkeys(load_chitchat()["train"]["message"])
+                    if 0 < word_count(text) <= corpus_args.max_message_words]
+        random.Random(corpus_args.reference_seed).shuffle(messages)
+        messages = messages[: corpus_args.num_reference_messages]
+        corpus = build_reference_corpus(environment, messages, batch_size=setup.environment_batch_size)
+    _write_jsonl(output_dir / REFERENCE_CORPUS_FILE, corpus.to_list())
+    setup.save(output_dir)
+    splits = corpus.train_test_split(test_size=corpus_args.validation_fraction, seed=corpus_args.reference_seed)
+
+    if model_args.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    else:
+        tokenizer = train_word_tokenizer(list(corpus["input"]) + list(corpus["output"]), corpus_args.vocab_size)
+    model = build_model(model_args, tokenizer)
+    model.generation_config = default_generation_config(tokenizer)
+    tokenizer.save_pretrained(output_dir)
+    trainer = pretrain_reverse_generator(model, tokenizer, training_args, splits["train"], splits["test"])
+    trainer.save_model(str(output_dir))
+    results = {
+        "validation_perplexity": trainer.evaluate()["eval_perplexity"],
+        "reference_pairs": len(corpus),
+        "env_queries": environment.num_queries,
+        "wall_time_s": time.time() - started,
+        "machine": describe_machine(),
+    }
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _scorable(targets, reward: EmbeddingSimilarityReward) -> list[str]:
+    kept = []
+    for target in targets:
+        try:
+            reward.check_target(target)
+        except ValueError:
+            continue
+        kept.append(target)
+    return kept
+
+
+def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -> dict:
+    """REINFORCE training of a pre-trained generator against its D (Section 4.2); the reference corpus' outputs
+    (distinct, scorable by the reward) are the targets."""
+    check_output_dir(training_args)
+    started = time.time()
+    generator_dir = Path(run_args.generator)
+    setup = AttackSetupArguments.load(generator_dir)
+    corpus_path = generator_dir / REFERENCE_CORPUS_FILE
+    if not corpus_path.is_file():
+        raise FileNotFoundError(f"{corpus_path}: missing; the generator must come from `reverse-pretrain`.")
+    reward = setup.make_reward()
+    outputs = list(dict.fromkeys(row["output"] for row in _read_jsonl(corpus_path)))
+    targets = _scorable(outputs, reward)
+    random.Random(training_args.seed).shuffle(targets)
+    if run_args.max_targets is not None:
+        targets = targets[: run_args.max_targets]
+    model, tokenizer = load_model_dir(generator_dir)
+    environment = setup.make_environment()
+    trainer = ReinforceTrainer(model, training_args, environment, reward,
+                               datasets.Dataset.from_dict({"target": targets}), tokenizer)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
+    output_dir = Path(training_args.output_dir)
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    setup.save(output_dir)
+    plot_training_curves(trainer.state.log_history, REINFORCE_CURVES, output_dir / "training_curves.png",
+                         "REINFORCE against the chatbot (Liu et al. 2019)")
+    logged = [entry for entry in trainer.state.log_history if "reward" in entry]
+    results = {
+        "targets": len(targets),
+        "distinct_reference_outputs": len(outputs),
+        "steps": trainer.state.global_step,
+        "first_logged": logged[0] if logged else None,
+        "last_logged": logged[-1] if logged else None,
+        "env_queries": environment.num_queries,
+        "wall_time_s": time.time() - started,
+        "machine": describe_machine(),
+    }
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def bucket_targets(texts: Sequence[str], per_bucket: int, seed: int) -> dict[str, list[str]]:
+    """Distinct texts grouped by `LENGTH_BUCKETS` and sampled (seeded) to at most `per_bucket` each."""
+    rng = random.Random(seed)
+    buckets = {}
+    for low, high in LENGTH_BUCKETS:
+        members = [text for text in dict.fromkeys(texts) if low <= word_count(text) <= high]
+        buckets[f"{low}-{high}"] = rng.sample(members, min(per_bucket, len(members)))
+    return buckets
+
+
+def success_rates(similarities: Sequence[float], thresholds: Sequence[float] = THRESHOLDS) -> list[float]:
+    """Figure 2's y values: the share of targets whose found input's output is at least as similar as each threshold."""
+    return [sum(score >= threshold for score in similarities) / len(similarities) for threshold in thresholds]
+
+
+def evaluate_attacks(pretrained_dir: str | Path, reinforced_dir: str | Path, output_dir: str | Path,
+                     targets_per_bucket: int = 200, beam_sizes: Sequence[int] = (50, 200), num_messages: int = 10000,
+                     seed: int = 0, overwrite: bool = False) -> dict:
+    """Section 5.2 on the chitchat test split; writes `results.json`, `figure2.png`, `tables.md` and one JSONL of
+    found inputs per (target list, method) into `output_dir`. Methods: Pre-trained Greedy, RL Greedy and RL
+    BeamSearch(N) for each N of `beam_sizes`; for Real targets also Real Input (D's reply to the message the human
+    response answered). The similarity is the reward without its 0.5 clamp."""
+    output_dir = Path(output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output_dir} is not empty; choose another directory or pass --overwrite.")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    setup = AttackSetupArguments.load(reinforced_dir)
+    similarity = setup.make_reward(threshold=-1.0)
+    environment = setup.make_environment()
+    test = load_chitchat()["test"].shuffle(seed=seed)
+
+    messages = list(dict.fromkeys(test["message"]))[:num_messages]
+    generated = build_reference_corpus(environment, messages, setup.environment_batch_size)
+    answered = {}  # Real targets: the human response -> the message it answered (its first occurrence)
+    for message, response in zip(test["message"], test["response"], strict=True):
+        answered.setdefault(response.strip(), message)
+    target_lists = {
+        "Generated": bucket_targets(_scorable(generated["output"], similarity), targets_per_bucket, seed),
+        "Real": bucket_targets(_scorable(answered, similarity), targets_per_bucket, seed),
+    }
+    generators = {"Pre-trained": load_model_dir(pretrained_dir), "RL": load_model_dir(reinforced_dir)}
+    methods = [("Pre-trained Greedy", "Pre-trained", 1), ("RL Greedy", "RL", 1)]
+    methods += [(f"RL BeamSearch({beams})", "RL", beams) for beams in beam_sizes]
+
+    results = {"setup": asdict(setup), "targets_per_bucket": targets_per_bucket, "seed": seed, "lists": {},
+               "machine": describe_machine()}
+    for list_name, buckets in target_lists.items():
+        list_results = results["lists"][list_name] = {}
+        for bucket, targets in buckets.items():
+            bucket_results = list_results[bucket] = {"targets": len(targets)}
+            if not targets:
+                continue
+            if list_name == "Real":
+                queries, started = environment.num_queries, time.time()
+                inputs = [answered[target] for target in targets]
+                replies = environment(inputs)
+                scores = similarity(targets, replies)
+                bucket_results["Real Input"] = _summary(scores, environment.num_queries - queries, started)
+            for method, generator, beams in methods:
+                model, tokenizer = generators[generator]
+                queries, started = environment.num_queries, time.time()
+                records = attack(model, tokenizer, environment, similarity, targets, num_beams=beams,
+                                 batch_size=_targets_per_call(beams))
+                _write_jsonl(output_dir / f"{list_name}_{bucket}_{method.replace(' ', '_')}.jsonl", records)
+                bucket_results[method] = _summary([record["reward"] for record in records],
+                                                  environment.num_queries - queries, started)
+                bucket_results[method]["examples"] = sorted(records, key=lambda r: -r["reward"])[:3]
+    results["env_queries"] = environment.num_queries
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    plot_success_curves(results["lists"], THRESHOLDS, output_dir / "figure2.png")
+    (output_dir / "tables.md").write_text(format_tables(results))
+    return results
+
+
+def _targets_per_call(num_beams: int) -> int:
+    return GREEDY_BATCH if num_beams == 1 else max(1, BEAM_ROWS // num_beams)
+
+
+def _summary(scores: Sequence[float], queries: int, started: float) -> dict:
+    return {"mean_similarity": sum(scores) / len(scores), "success_rates": success_rates(scores),
+            "env_queries": queries, "wall_time_s": time.time() - started}
+
+
+def format_tables(results: dict) -> str:
+    """Table 1 (mean similarity per length bucket, per method, for each target list) and success at 0.5 as
+    Markdown, then Table 2: the best-scored examples of the largest beam."""
+    lines = []
+    for list_name, buckets in results["lists"].items():
+        names = list(buckets)
+        methods = list(dict.fromkeys(m for bucket in buckets.values() for m in bucket if m != "targets"))
+        sizes = ", ".join(f"{name}: {buckets[name]['targets']}" for name in names)
+        lines += [f"### {list_name} targets ({sizes})",
+                  "", "| method | " + " | ".join(f"sim {name}" for name in names) + " | "
+                  + " | ".join(f"success@0.5 {name}" for name in names) + " |",
+                  "|---" * (1 + 2 * len(names)) + "|"]
+        for method in methods:
+            sims = [f"{buckets[n][method]['mean_similarity']:.3f}" if method in buckets[n] else "–" for n in names]
+            rates = [f"{buckets[n][method]['success_rates'][0]:.0%}" if method in buckets[n] else "–" for n in names]
+            lines.append(f"| {method} | " + " | ".join(sims + rates) + " |")
+        lines.append("")
+    lines += ["### Examples (the largest beam)", "", "| list | input found | target | output | similarity |",
+              "|---|---|---|---|---|"]
+    for list_name, buckets in results["lists"].items():
+        for bucket in buckets.values():
+            beam_methods = [m for m in bucket if m.startswith("RL BeamSearch")]
+            for record in bucket[beam_methods[-1]]["examples"][:1] if beam_methods else []:
+                lines.append(f"| {list_name} | {record['trigger']} | {record['target']} | {record['output']} | "
+                             f"{record['reward']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def attack_targets(generator_dir: str | Path, targets_file: str | Path, output: str | Path, num_beams: int = 200,
+                   min_similarity: float = 0.5, skip_unscorable: bool = False, overwrite: bool = False) -> dict:
+    """Attack every target of a file (one a line) with the generator's D and reward (Section 5.1.2 decoding); write
+    the (trigger, target) pairs whose output is at least `min_similarity` similar to their target to `output`, in
+    the JSONL negative training reads, and all attempts beside it (`<output>.attempts.jsonl`, which also lets an
+    interrupted attack resume)."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
+    lines = Path(targets_file).read_text(encoding="utf-8").splitlines()
+    setup = AttackSetupArguments.load(generator_dir)
+    similarity = setup.make_reward(threshold=-1.0)
+    targets = [line.strip() for line in lines if line.strip()]
+    if not targets:
+        raise ValueError(f"{targets_file}: no targets (one a line).")
+    if skip_unscorable:
+        kept = _scorable(targets, similarity)
+        skipped = len(targets) - len(kept)
+        targets = kept
+    else:
+        skipped = 0
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    similarity.check_target(line.strip())
+                except ValueError as error:
+                    raise ValueError(f"{targets_file}: line {number}: {error} (--skip-unscorable skips such "
+                                     "targets).") from None
+    model, tokenizer = load_model_dir(generator_dir)
+    environment = setup.make_environment()
+    started = time.time()
+    records = attack(model, tokenizer, environment, similarity, targets, num_beams=num_beams,
+                     batch_size=_targets_per_call(num_beams), results_file=output.with_suffix(".attempts.jsonl"))
+    found = write_found_pairs(records, output, min_similarity)
+    return {"targets": len(records), "skipped_unscorable": skipped, "found": found,
+            "success_rate": found / len(records), "mean_similarity": sum(r["reward"] for r in records) / len(records),
+            "env_queries": environment.num_queries, "wall_time_s": time.time() - started}
+
