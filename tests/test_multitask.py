@@ -437,3 +437,30 @@ def test_mtask_s_trains_one_speaker_adapter_at_a_time(tiny_tokenizer, adaptation
                    for name, parameter in adapter.items())
     with model.disable_adapter():
         assert torch.equal(logits_of(model, inputs), base_logits)
+
+
+def test_best_speaker_adapter_is_restored_when_a_later_one_is_worse(tiny_tokenizer, adaptation_data, tmp_path):
+    """PEFT saves a named adapter in a sub-folder of each checkpoint: training at a diverging learning rate, the dev
+    perplexity is best early, and that checkpoint's adapter (not the last one) is what training leaves active."""
+    data, summary = adaptation_data
+    train, validation, _ = tokenized(data, tiny_tokenizer)
+    speaker = summary["target_speakers"][0]
+    vocabulary = SpeakerVocabulary([speaker])
+    model = add_speaker_adapter(tiny_model(tiny_tokenizer, autoencoder_encoder=True), vocabulary, speaker,
+                                speaker_lora_config(tiny_model(tiny_tokenizer).config, r=2))
+    own_text = autoencoder_dataset(select_speaker_texts(data["autoencoder"], [speaker]), tiny_tokenizer)
+    args = multitask_args(tmp_path, pretrain_steps=0, max_steps=4, learning_rate=3.0, eval_strategy="steps",
+                          eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
+                          convergence_patience=10)
+    trainer = make_trainer(model, tiny_tokenizer, args, train, own_text, validation)
+    trainer.train()
+
+    best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1])
+    assert best_step < trainer.state.global_step
+    best = load_file(f"{trainer.state.best_model_checkpoint}/speaker_1/adapter_model.safetensors")
+    last = load_file(f"{args.output_dir}/checkpoint-{trainer.state.global_step}/speaker_1/adapter_model.safetensors")
+    adapter = {name.replace(".speaker_1", ""): parameter for name, parameter in model.named_parameters()
+               if ".speaker_1." in name}
+    assert adapter.keys() == best.keys()
+    assert all(torch.equal(best[name], parameter) for name, parameter in adapter.items())
+    assert not all(torch.equal(last[name], parameter) for name, parameter in adapter.items())

@@ -8,10 +8,12 @@ same vocabulary and the same `<unk>` mapping), each followed by one end-of-sente
 estimated (by KenLM's `lmplz`, modified Kneser-Ney) on the training responses tokenised the same way.
 """
 
+import bisect
 import contextlib
 import functools
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import fields
@@ -47,6 +49,53 @@ def _word_sequences(tokenizer, label_rows) -> list[list[str]]:
     return [tokenizer.convert_ids_to_tokens(row[:-1]) for row in label_rows]
 
 
+# Padded target positions one evaluation batch may hold: its logits are that many vocabulary-sized rows (16,384 x a
+# 20k vocabulary: 1.3 GB of float32), and a chat turn can run to thousands of tokens.
+MAX_EVALUATION_POSITIONS = 2**14
+
+
+def sorted_by_target_length(dataset):
+    """Tokenized examples in order of label length. A perplexity does not depend on the order, and batches of similar
+    lengths pad least: the vocabulary softmax at padded positions can be most of an evaluation's time."""
+    labels = dataset["labels"]
+    return dataset.select(sorted(range(len(dataset)), key=lambda row: len(labels[row])))
+
+
+def pooled_perplexity(parts) -> float:
+    """The perplexity of several sets of target tokens together, from each set's (perplexity, number of tokens)."""
+    tokens = sum(count for _, count in parts)
+    return math.exp(sum(count * math.log(value) for value, count in parts) / tokens)
+
+
+def perplexity(model, tokenizer, dataset, batch_size: int = 64, use_cpu: bool = False) -> tuple[float, int]:
+    """Token-level perplexity of `model` on tokenized examples (`input_ids`, `labels`, and `speaker_ids` for a persona
+    model): exp(total negative log-likelihood / target tokens), pads excluded, as `ConversationTrainer` measures it;
+    returned with the number of target tokens.
+
+    The examples are read shortest first; those too long for `batch_size` of them to stay within
+    `MAX_EVALUATION_POSITIONS` padded positions are read in batches as small as that needs."""
+    if len(dataset) == 0:
+        raise ValueError("No examples to measure the perplexity of.")
+    dataset = sorted_by_target_length(dataset)
+    lengths = [len(labels) for labels in dataset["labels"]]
+    long_from = bisect.bisect_right(lengths, MAX_EVALUATION_POSITIONS // batch_size)
+    groups = [(range(long_from), batch_size),
+              (range(long_from, len(dataset)), max(1, MAX_EVALUATION_POSITIONS // lengths[-1]))]
+    parts = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for rows, size in groups:
+            if rows:
+                trainer = ConversationTrainer(
+                    model=model,
+                    args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=size, report_to=[],
+                                           use_cpu=use_cpu),
+                    data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+                )
+                metrics = trainer.evaluate(dataset.select(rows), metric_key_prefix="eval")
+                parts.append((metrics["eval_perplexity"], metrics["eval_target_tokens"]))
+    return pooled_perplexity(parts), sum(tokens for _, tokens in parts)
+
+
 def evaluate_model(
     model_dir: str | Path, ngram_orders: tuple[int, ...] = (), split: str = "test", batch_size: int = 64
 ) -> dict:
@@ -58,18 +107,12 @@ def evaluate_model(
     if split not in dialogues:
         raise ValueError(f"Unknown split {split!r}; choose one of {list(dialogues)}.")
     evaluation_set = tokenize_dataset(dialogues[split], tokenizer, data_args, truncate_target=False)
-    with tempfile.TemporaryDirectory() as scratch:
-        trainer = ConversationTrainer(
-            model=model,
-            args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[]),
-            data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
-        )
-        metrics = trainer.evaluate(evaluation_set, metric_key_prefix=split)
+    model_perplexity, target_tokens = perplexity(model, tokenizer, evaluation_set, batch_size)
     results = {
         "split": split,
         "examples": len(evaluation_set),
-        "target_tokens": metrics[f"{split}_target_tokens"],
-        "model_perplexity": metrics[f"{split}_perplexity"],
+        "target_tokens": target_tokens,
+        "model_perplexity": model_perplexity,
     }
     if ngram_orders:
         from .ngram import kenlm_perplexity, train_kenlm

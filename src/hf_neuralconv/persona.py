@@ -8,6 +8,8 @@
   reads, so a saved persona model answers as `speaker="<generic>"` or as any named speaker.
 * `resize_speaker_embeddings` — room for new target speakers in a trained persona model; their vectors start random
   and are learned by the autoencoder task (MTASK-M, Luan et al. 2017, Section 5).
+* `add_speaker_embeddings` — a trained model without speakers becomes a persona model with unchanged outputs (MTASK-M
+  starting from the general SEQ2SEQ model).
 * `speaker_adaptation_data` — the data protocol of Luan et al. (2017, Section 6.1) on a dialogue corpus (by default
   the real chitchat corpus): general conversation data, the target speakers' held-out conversations for
   validation/test, and their "non-conversational" text for the autoencoder task.
@@ -149,6 +151,39 @@ def resize_speaker_embeddings(model, num_speakers: int) -> nn.Embedding:
     model.speaker_embeddings = new
     model.config.num_speakers = num_speakers
     return new
+
+
+def add_speaker_embeddings(model, num_speakers: int, speaker_embedding_size: int) -> nn.Embedding:
+    """Make a trained encoder-decoder without speakers a persona model (Luan et al. 2017, Eq. 1) that still computes
+    what it computed: MTASK-M (Section 5) starting from the general SEQ2SEQ model.
+
+    The speaker table gets `num_speakers` vectors drawn from U(-init_range, init_range). The speaker vector joins the
+    decoder input (Eq. 1's W grows by the columns that read s_i); those new input columns of the first decoder LSTM
+    layer start at zero, so every speaker's outputs equal the trained model's until training moves them. The other
+    weights are kept as they are."""
+    if model.speaker_embeddings is not None:
+        raise ValueError("The model already has speaker embeddings: add speakers with `resize_speaker_embeddings`.")
+    if num_speakers < 1 or speaker_embedding_size < 1:
+        raise ValueError(f"`num_speakers` and `speaker_embedding_size` must be >= 1, got {num_speakers} and "
+                         f"{speaker_embedding_size}.")
+    old = model.decoder
+    weight = old.weight_ih_l0
+    new = nn.LSTM(old.input_size + speaker_embedding_size, old.hidden_size, num_layers=old.num_layers,
+                  dropout=old.dropout, batch_first=old.batch_first, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        for name, parameter in old.named_parameters():
+            grown = getattr(new, name)
+            if name == "weight_ih_l0":  # the word embedding's columns first: the decoder reads [e_t; s_i]
+                grown.zero_()
+                grown[:, : old.input_size] = parameter
+            else:
+                grown.copy_(parameter)
+    speakers = nn.Embedding(num_speakers, speaker_embedding_size, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        speakers.weight.uniform_(-model.config.init_range, model.config.init_range)
+    model.decoder, model.speaker_embeddings = new, speakers
+    model.config.num_speakers, model.config.speaker_embedding_size = num_speakers, speaker_embedding_size
+    return speakers
 
 
 def load_speaker_texts(path: str | Path, speaker: str | None = None) -> datasets.Dataset:

@@ -22,8 +22,10 @@ Training logs add `seq2seq_loss` / `autoencoder_loss` (token-level cross-entropy
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedTokenizerFast, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
@@ -95,9 +97,9 @@ def encode_autoencoder_examples(batch: dict, tokenizer: PreTrainedTokenizerFast,
     return {"input_ids": [row[:-1] for row in labels], "labels": labels}
 
 
-def _converged(log_history: list[dict], after_step: int, patience: int, threshold: float) -> bool:
+def dev_perplexity_converged(log_history: list[dict], after_step: int, patience: int, threshold: float) -> bool:
     """Whether the last `patience` dev perplexities logged after `after_step` all failed to improve on the best one
-    before them by more than `threshold` (relative)."""
+    before them by more than `threshold` (relative): the convergence test of Figure 3, steps 2 and 3."""
     best, waited = float("inf"), 0
     for entry in log_history:
         if "eval_perplexity" in entry and entry["step"] > after_step:
@@ -124,10 +126,11 @@ class _Figure3Schedule(TrainerCallback):
         if not self.trainer.is_in_train or "eval_perplexity" not in (metrics or {}):
             return control
         start = self.trainer.multitask_start_step
+        patience, threshold = args.convergence_patience, args.convergence_threshold
         if start is not None and state.global_step > start:
-            if _converged(state.log_history, start, args.convergence_patience, args.convergence_threshold):
+            if dev_perplexity_converged(state.log_history, start, patience, threshold):
                 control.should_training_stop = True
-        elif start is None and _converged(state.log_history, 0, args.convergence_patience, args.convergence_threshold):
+        elif start is None and dev_perplexity_converged(state.log_history, 0, patience, threshold):
             self.trainer.multitask_start_step = state.global_step
             self.trainer.log({MULTITASK_START_KEY: state.global_step})
         return control
@@ -177,6 +180,17 @@ class MultiTaskTrainer(ConversationTrainer):
             if hasattr(dataloader, "set_epoch"):
                 dataloader.set_epoch(pass_index)
             yield from dataloader
+
+    def _load_best_model(self) -> None:
+        # PEFT saves a named adapter (MTASK-S: `speaker_<i>`) in a sub-folder of the checkpoint, where Trainer does
+        # not look for it: it would keep the last weights, with only a warning.
+        if isinstance(self.model, PeftModel):
+            adapter = self.model.active_adapter
+            folder = Path(self.state.best_model_checkpoint) / adapter
+            if (folder / "adapter_config.json").is_file():
+                self.model.load_adapter(str(folder), adapter_name=adapter)
+                return
+        super()._load_best_model()
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         task = self.task_of_update(self.state.global_step)
