@@ -24,6 +24,7 @@ from hf_neuralconv.reverse_experiment import (
     bucket_targets,
     evaluate_attacks,
     pretrain,
+    read_reference_corpus,
     reinforce,
     success_rates,
     word_count,
@@ -178,3 +179,26 @@ def test_target_list_attack_writes_negative_training_pairs(experiment, capsys):
         main(["reverse-attack", str(root / "rl"), str(targets), "--output", str(root / "found.jsonl")])
     assert [json.loads(line) for line in (root / "found.jsonl").read_text().splitlines()] == rows
 
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"output": "hi", "input": "hello"}\nnot json\n', "line 2 is not JSON"),
+        ('{"output": "hi", "input": "hello"}\n{"output": "", "input": "x"}\n', "line 2: field 'output' must be"),
+        ('{"output": "hi", "input": "hello"}\n', "at least 2 pairs"),
+        ("\n", "holds no"),
+    ],
+)
+def test_bad_reference_corpus_files(tmp_path, content, message):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_reference_corpus(path)
+
+
+def test_a_reused_reference_corpus_is_read_as_pairs(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"output": "hi", "input": "hello", "extra": 1}\n\n{"output": "yes", "input": "ok?"}\n')
+    assert read_reference_corpus(path).to_list() == [{"output": "hi", "input": "hello"},
+                                                     {"output": "yes", "input": "ok?"}]

@@ -208,14 +208,22 @@ def command_chat(args: argparse.Namespace) -> None:
         history += [message, replies[0].text]
 
 
+def _add_recipe_command(commands, name: str, description: str, example: str, run) -> None:
+    """A command that runs a recipe YAML, with `KEY=VALUE` overrides of its settings."""
+    command = commands.add_parser(name, help=description)
+    command.add_argument("config", help=f"recipe YAML, e.g. {example}")
+    command.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
+    command.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-neuralconv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model from a recipe YAML (Trainer; accelerate/torchrun ready)")
-    train.add_argument("config", help="recipe YAML, e.g. recipes/seq2seq/quickstart.yaml")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
-    train.set_defaults(run=command_train)
+    _add_recipe_command(
+        commands, "train", "train a model from a recipe YAML (Trainer; accelerate/torchrun ready)",
+        "recipes/seq2seq/quickstart.yaml", command_train,
+    )
 
     evaluate = commands.add_parser("evaluate", help="test perplexity of a model next to KenLM n-gram LMs")
     evaluate.add_argument("model_dir")
@@ -226,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     evaluate.set_defaults(run=command_evaluate)
 
-    negative = commands.add_parser("negative-train", help="negative training of a trained model (He & Glass 2020)")
-    negative.add_argument("config", help="recipe YAML, e.g. recipes/negative_training/malicious.yaml")
-    negative.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
-    negative.set_defaults(run=command_negative_train)
+    _add_recipe_command(
+        commands, "negative-train", "negative training of a trained model (He & Glass 2020)",
+        "recipes/negative_training/malicious.yaml", command_negative_train,
+    )
 
     attack = commands.add_parser("attack", help="hit rate of malicious targets: gibbs-enum trigger search")
     attack.add_argument("model_dir")
@@ -278,17 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     report.set_defaults(run=command_diversity_report)
 
-    reverse_pretrain = commands.add_parser(
-        "reverse-pretrain", help="reference corpus from a black-box chatbot + supervised reverse generator (Liu et al.)"
+    _add_recipe_command(
+        commands, "reverse-pretrain",
+        "reference corpus from a black-box chatbot + supervised reverse generator (Liu et al.)",
+        "recipes/reverse_generator/pretrain.yaml", command_reverse_pretrain,
     )
-    reverse_pretrain.add_argument("config", help="recipe YAML, e.g. recipes/reverse_generator/pretrain.yaml")
-    reverse_pretrain.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
-    reverse_pretrain.set_defaults(run=command_reverse_pretrain)
 
-    reverse_train = commands.add_parser("reverse-train", help="REINFORCE the reverse generator against the chatbot")
-    reverse_train.add_argument("config", help="recipe YAML, e.g. recipes/reverse_generator/reinforce.yaml")
-    reverse_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
-    reverse_train.set_defaults(run=command_reverse_train)
+    _add_recipe_command(
+        commands, "reverse-train", "REINFORCE the reverse generator against the chatbot",
+        "recipes/reverse_generator/reinforce.yaml", command_reverse_train,
+    )
 
     reverse_evaluate = commands.add_parser(
         "reverse-evaluate", help="Figure 2 / Tables 1-2 of Liu et al.: Generated and Real targets by length"
@@ -317,12 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     reverse_attack.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     reverse_attack.set_defaults(run=command_reverse_attack)
 
-    persona_train = commands.add_parser(
-        "persona-train", help="a run of Luan et al. (2017) Tables 1-2: baseline, mtask-m or mtask-s (recipe `mode`)"
+    _add_recipe_command(
+        commands, "persona-train",
+        "a run of Luan et al. (2017) Tables 1-2: baseline, mtask-m or mtask-s (recipe `mode`)",
+        "recipes/persona_mtask/baseline.yaml", command_persona_train,
     )
-    persona_train.add_argument("config", help="recipe YAML, e.g. recipes/persona_mtask/baseline.yaml")
-    persona_train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe settings to replace or add")
-    persona_train.set_defaults(run=command_persona_train)
 
     persona_report = commands.add_parser(
         "persona-report", help="Tables 1-2 of Luan et al. (2017) for persona-train runs, and Figure 7 samples"

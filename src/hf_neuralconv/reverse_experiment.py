@@ -28,6 +28,7 @@ from gensim.parsing.preprocessing import STOPWORDS
 from transformers import AutoTokenizer, set_seed
 
 from .attacks.environments import DialogueEnvironment, GradioEnvironment, PipelineEnvironment, build_reference_corpus
+from .attacks.hits import read_text_pairs
 from .attacks.reward import EmbeddingSimilarityReward, content_words, train_word_vectors
 from .chat import load_model_dir
 from .data import load_chitchat
@@ -187,21 +188,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def read_reference_corpus(path: str | Path) -> datasets.Dataset:
     """(`output`, `input`) pairs from a JSONL file, each a non-empty text; errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such reference corpus (JSONL of `output`, `input` pairs).")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: line {number} is not JSON ({error.msg}).") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(key), str) and row[key].strip()
-                                                for key in ("output", "input")):
-            raise ValueError(f"{path}: line {number}: `output` and `input` must be non-empty strings.")
-        rows.append({"output": row["output"], "input": row["input"]})
+    rows = read_text_pairs(path, ("output", "input"))
     if len(rows) < 2:
         raise ValueError(f"{path}: a reference corpus needs at least 2 pairs (one for validation).")
     return datasets.Dataset.from_list(rows)

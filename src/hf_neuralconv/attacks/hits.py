@@ -257,12 +257,14 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
     return TargetList(kept, ids, skipped)
 
 
-def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[list[list[int]], list[list[int]]]:
-    """(trigger ids, target ids ending with `</s>`) from a JSONL file of `{"trigger": str, "target": str}` rows."""
+def read_text_pairs(path: str | Path, fields: tuple[str, str]) -> list[dict[str, str]]:
+    """The `fields` of each row of a JSONL file, each a non-empty string (other keys are ignored); errors name the
+    file and line. Blank lines are skipped; a file without any row is an error."""
     path = Path(path)
+    what = f"({', '.join(fields)}) pairs"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file of (trigger, target) pairs.")
-    triggers, targets = [], []
+        raise FileNotFoundError(f"{path}: no such JSONL file of {what}.")
+    rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -270,13 +272,20 @@ def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> 
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: line {number} is not JSON ({error.msg}).") from None
-        for field in ("trigger", "target"):
+        for field in fields:
             if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
                 raise ValueError(f"{path}: line {number}: field {field!r} must be a non-empty string.")
-        triggers.append(tokenizer(row["trigger"], add_special_tokens=False)["input_ids"])
-        targets.append(encode_target(tokenizer, [row["target"]], None)[0])
-    if not triggers:
-        raise ValueError(f"{path}: the file holds no (trigger, target) pairs.")
+        rows.append({field: row[field] for field in fields})
+    if not rows:
+        raise ValueError(f"{path}: the file holds no {what}.")
+    return rows
+
+
+def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[list[list[int]], list[list[int]]]:
+    """(trigger ids, target ids ending with `</s>`) from a JSONL file of `{"trigger": str, "target": str}` rows."""
+    rows = read_text_pairs(path, ("trigger", "target"))
+    triggers = [tokenizer(row["trigger"], add_special_tokens=False)["input_ids"] for row in rows]
+    targets = [encode_target(tokenizer, [row["target"]], None)[0] for row in rows]
     return triggers, targets
 
 
