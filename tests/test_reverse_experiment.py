@@ -3,7 +3,6 @@ and a target-list attack, end to end on a tiny chatbot and the real chitchat mes
 recomputed from the chatbot's replies, every query counted."""
 
 import json
-from pathlib import Path
 
 import pytest
 from test_pipeline import SENTENCES, make_model_dir
