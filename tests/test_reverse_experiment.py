@@ -105,6 +105,19 @@ def test_reference_corpus_and_pretraining(experiment):
     assert results["validation_perplexity"] > 1
 
 
+def test_a_reused_reference_corpus_costs_no_query(experiment):
+    """With `reference_corpus`, the chatbot is never loaded (here it does not even exist) nor asked."""
+    root, setup, _, _ = experiment
+    offline = AttackSetupArguments(environment="no/such/chatbot", word_vectors=setup.word_vectors, stopwords="none")
+    results = pretrain(
+        ModelArguments(embedding_size=16, hidden_size=32, attention="none", dropout=0.0), offline,
+        ReferenceCorpusArguments(reference_corpus=str(root / "pre" / REFERENCE_CORPUS_FILE), vocab_size=500),
+        ConversationTrainingArguments(output_dir=str(root / "reused"), max_steps=1, eval_strategy="no", **QUIET),
+    )
+    assert results["env_queries"] == 0
+    assert (root / "reused" / REFERENCE_CORPUS_FILE).read_text() == (root / "pre" / REFERENCE_CORPUS_FILE).read_text()
+
+
 def test_reinforce_logs_rewards_and_counts_queries(experiment):
     root, _, _, results = experiment
     assert results["steps"] == 2
@@ -174,6 +187,10 @@ def test_target_list_attack_writes_negative_training_pairs(experiment, capsys):
                     if attempt["trigger"]]
     triggers, _ = read_trigger_pairs(root / "found.jsonl", AutoTokenizer.from_pretrained(setup.environment))
     assert len(triggers) == len(rows)
+    only_punctuation = root / "punctuation.txt"
+    only_punctuation.write_text("?!\n...\n")
+    with pytest.raises(ValueError, match=r"no target the reward can score .*2 skipped"):
+        attack_targets(root / "rl", only_punctuation, root / "none.jsonl", num_beams=3, skip_unscorable=True)
     with pytest.raises(SystemExit):  # an existing output is not replaced without --overwrite
         main(["reverse-attack", str(root / "rl"), str(targets), "--output", str(root / "found.jsonl")])
     assert [json.loads(line) for line in (root / "found.jsonl").read_text().splitlines()] == rows

@@ -181,11 +181,6 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def read_reference_corpus(path: str | Path) -> datasets.Dataset:
     """(`output`, `input`) pairs from a JSONL file, each a non-empty text; errors name the line."""
     rows = read_text_pairs(path, ("output", "input"))
@@ -207,7 +202,7 @@ def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_arg
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    environment = setup.make_environment()
+    env_queries = 0
     if corpus_args.reference_corpus:
         corpus = read_reference_corpus(corpus_args.reference_corpus)
     else:
@@ -215,7 +210,9 @@ def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_arg
                     if 0 < word_count(text) <= corpus_args.max_message_words]
         random.Random(corpus_args.reference_seed).shuffle(messages)
         messages = messages[: corpus_args.num_reference_messages]
+        environment = setup.make_environment()
         corpus = build_reference_corpus(environment, messages, batch_size=setup.environment_batch_size)
+        env_queries = environment.num_queries
     _write_jsonl(output_dir / REFERENCE_CORPUS_FILE, corpus.to_list())
     setup.save(output_dir)
     splits = corpus.train_test_split(test_size=corpus_args.validation_fraction, seed=corpus_args.reference_seed)
@@ -232,7 +229,7 @@ def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_arg
     results = {
         "validation_perplexity": trainer.evaluate()["eval_perplexity"],
         "reference_pairs": len(corpus),
-        "env_queries": environment.num_queries,
+        "env_queries": env_queries,
         "wall_time_s": time.time() - started,
         "machine": describe_machine(),
     }
@@ -262,7 +259,7 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
     if not corpus_path.is_file():
         raise FileNotFoundError(f"{corpus_path}: missing; the generator must come from `reverse-pretrain`.")
     reward = setup.make_reward()
-    outputs = list(dict.fromkeys(row["output"] for row in _read_jsonl(corpus_path)))
+    outputs = list(dict.fromkeys(read_reference_corpus(corpus_path)["output"]))
     targets = _scorable(outputs, reward)
     random.Random(training_args.seed).shuffle(targets)
     if run_args.max_targets is not None:
@@ -416,22 +413,21 @@ def attack_targets(generator_dir: str | Path, targets_file: str | Path, output: 
     lines = Path(targets_file).read_text(encoding="utf-8").splitlines()
     setup = AttackSetupArguments.load(generator_dir)
     similarity = setup.make_reward(threshold=-1.0)
-    targets = [line.strip() for line in lines if line.strip()]
+    targets, skipped = [], 0
+    for number, target in enumerate((line.strip() for line in lines), start=1):
+        if not target:
+            continue
+        try:
+            similarity.check_target(target)
+        except ValueError as error:
+            if not skip_unscorable:
+                raise ValueError(f"{targets_file}: line {number}: {error} (--skip-unscorable skips such "
+                                 "targets).") from None
+            skipped += 1
+            continue
+        targets.append(target)
     if not targets:
-        raise ValueError(f"{targets_file}: no targets (one a line).")
-    if skip_unscorable:
-        kept = _scorable(targets, similarity)
-        skipped = len(targets) - len(kept)
-        targets = kept
-    else:
-        skipped = 0
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                try:
-                    similarity.check_target(line.strip())
-                except ValueError as error:
-                    raise ValueError(f"{targets_file}: line {number}: {error} (--skip-unscorable skips such "
-                                     "targets).") from None
+        raise ValueError(f"{targets_file}: no target the reward can score (one a line; {skipped} skipped).")
     model, tokenizer = load_model_dir(generator_dir)
     environment = setup.make_environment()
     started = time.time()
