@@ -10,14 +10,16 @@ JSON says which, `model`). Eval mode for the search.
   sweep, one restart, seed 0. `batched`: the G candidates of one position of all targets in one forward pass
   (`gibbs_enum`'s default); `one_by_one`: `candidate_batch_size=1`, every candidate its own forward pass. Both
   must find the same triggers from the same seed (`same_triggers`). Bar: batched >= 20 x faster.
-* Steps: the same real chitchat training batches (64 examples, a seeded pool of the train split taken in order)
-  and the same optimisation (SGD, lr 0.001, constant, clipping 5, bf16 autocast: recipes/negative_training/
-  frequent.yaml) for `mle` (`ConversationTrainer`), `negative_frequent` (`NegativeTrainer`, Algorithm 2: greedy
-  responses of each batch, the frequency window, the negative rows) and `negative_malicious` (`NegativeTrainer`,
-  Algorithm 1 with 100 given (trigger, target) pairs: each step re-scores the pairs and trains on those that still
-  hit; the pairs are real training messages and the model's greedy replies to them, so they hit). Time per step
-  over steps warmup+1 .. warmup+timed, from the end of the last warm-up step (`StepClock`); the trigger search
-  itself is the first measurement, not part of a step. Bar: each negative step <= 2.5 x the MLE step.
+* Steps: the same real chitchat training batches (a seeded pool of the train split taken in order) and the same
+  optimisation (SGD, lr 0.001, constant, clipping 5, bf16 autocast: recipes/negative_training/frequent.yaml),
+  each negative step against an MLE step (`ConversationTrainer`) on mini-batches of its paper's size:
+  `negative_frequent` (`NegativeTrainer`, Algorithm 2, batches of 64 = `--batch-size`: greedy responses of each
+  batch, the frequency window, the negative rows) vs `mle`; `negative_malicious` (`NegativeTrainer`, Algorithm 1,
+  batches of 100 = `--malicious-batch-size`, with as many given (trigger, target) pairs: each step decides which
+  pairs still hit and trains on those, in one pass; the pairs are real training messages and the model's greedy
+  replies to them, so they hit) vs `mle_malicious_batch`. Time per step over steps warmup+1 .. warmup+timed,
+  from the end of the last warm-up step (`StepClock`); the trigger search itself is the first measurement, not
+  part of a step. Bar: each negative step <= 2.5 x the MLE step of the same batch size.
 
 One warm-up run is not needed: the step windows start after `--warmup-steps`; the gibbs-enum variants run once
 untimed on one target first. `--repeats` interleaved repetitions; medians.
@@ -61,7 +63,8 @@ DEFAULT_MODEL = ROOT / "outputs" / "seq2seq-full"
 DEFAULT_TARGETS = ROOT.parent / "shared" / "data" / "malicious_targets" / "train_500_cp1.txt"
 SEARCH_RATIO_BAR = 20.0  # batched >= 20 x faster than one by one
 STEP_RATIO_BAR = 2.5  # a negative-training step <= 2.5 x an MLE step
-STEP_VARIANTS = ("mle", "negative_frequent", "negative_malicious")
+STEP_VARIANTS = ("mle", "negative_frequent", "mle_malicious_batch", "negative_malicious")
+BASELINE = {"negative_frequent": "mle", "negative_malicious": "mle_malicious_batch"}  # same batch size
 
 
 def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
@@ -100,7 +103,9 @@ def malicious_pairs(model, tokenizer, train_set, count: int, path: Path) -> None
 
 
 def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
-    common = dict(per_device_train_batch_size=opts.batch_size, learning_rate=1e-3, optim="sgd",
+    malicious_batch = variant in ("mle_malicious_batch", "negative_malicious")
+    common = dict(per_device_train_batch_size=opts.malicious_batch_size if malicious_batch else opts.batch_size,
+                  learning_rate=1e-3, optim="sgd",
                   lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=5.0, bf16=not opts.tiny,
                   use_cpu=True, max_steps=opts.warmup_steps + opts.timed_steps, seed=opts.seed,
                   train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no",
@@ -109,7 +114,7 @@ def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
                   disable_tqdm=True, dataloader_num_workers=0)
     with tempfile.TemporaryDirectory() as output_dir:
         clock = StepClock()
-        if variant == "mle":
+        if variant.startswith("mle"):
             trainer = ConversationTrainer(model=model.train(), args=ConversationTrainingArguments(output_dir,
                                           **common), train_dataset=train_set, processing_class=tokenizer,
                                           data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
@@ -142,8 +147,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--targets", type=int, default=4, help="targets searched together")
     parser.add_argument("--trigger-length", type=int, default=15)
     parser.add_argument("--num-candidates", type=int, default=100, help="G")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--pairs", type=int, default=100, help="(trigger, target) pairs of the malicious steps")
+    parser.add_argument("--batch-size", type=int, default=64, help="mini-batch of the frequent steps (paper: 64)")
+    parser.add_argument("--malicious-batch-size", type=int, default=100,
+                        help="mini-batch of the malicious steps and number of their (trigger, target) pairs "
+                             "(paper: 100)")
     parser.add_argument("--output-threshold", type=float, default=-4.35,
                         help="T_out of the malicious steps (outputs/seq2seq-full measures -4.35 on chitchat test)")
     parser.add_argument("--warmup-steps", type=int, default=3)
@@ -155,7 +162,7 @@ def main(argv=None) -> dict:
     opts = parser.parse_args(argv)
     if opts.tiny:
         opts.targets, opts.trigger_length, opts.num_candidates, opts.batch_size = 2, 3, 5, 8
-        opts.pairs, opts.warmup_steps, opts.timed_steps, opts.repeats = 8, 1, 2, 1
+        opts.malicious_batch_size, opts.warmup_steps, opts.timed_steps, opts.repeats = 8, 1, 2, 1
         opts.output_threshold = -1e9  # a random model's replies are unlikely: let every pair hit
 
     datasets.disable_progress_bars()
@@ -166,7 +173,7 @@ def main(argv=None) -> dict:
     initial_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     targets = load_targets(opts.targets_file, tokenizer).ids[: opts.targets]
     pool = dialogues["train"].shuffle(seed=opts.seed).select(
-        range((opts.warmup_steps + opts.timed_steps) * opts.batch_size))
+        range((opts.warmup_steps + opts.timed_steps) * max(opts.batch_size, opts.malicious_batch_size)))
     train_set = tokenize_dataset(pool, tokenizer, data_args, truncate_target=True)
 
     search = {"batched": [], "one_by_one": []}
@@ -183,7 +190,7 @@ def main(argv=None) -> dict:
     steps = {variant: [] for variant in STEP_VARIANTS}
     with tempfile.TemporaryDirectory() as scratch:
         pairs_file = Path(scratch) / "pairs.jsonl"
-        malicious_pairs(model, tokenizer, pool, opts.pairs, pairs_file)
+        malicious_pairs(model, tokenizer, pool, opts.malicious_batch_size, pairs_file)
         for rep in range(opts.repeats):
             for variant in STEP_VARIANTS:
                 model.load_state_dict(initial_state)  # every run starts from the same weights
@@ -197,13 +204,13 @@ def main(argv=None) -> dict:
                               "ms_per_step_median": median(m["ms_per_step"] for m in runs),
                               "negative_rows_per_step": runs[-1]["negative_rows_per_step"]}
                     for variant, runs in steps.items()}
-    mle = step_summary["mle"]["ms_per_step_median"]
-    for variant in STEP_VARIANTS:
-        step_summary[variant]["ratio_to_mle"] = step_summary[variant]["ms_per_step_median"] / mle
+    for variant, baseline in BASELINE.items():
+        step_summary[variant]["ratio_to_mle"] = (step_summary[variant]["ms_per_step_median"]
+                                                 / step_summary[baseline]["ms_per_step_median"])
     bars = {"gibbs_enum_batched_at_least_20x_one_by_one": {
         "value": speedup, "threshold": SEARCH_RATIO_BAR,
         "meets_bar": speedup >= SEARCH_RATIO_BAR and triggers["batched"] == triggers["one_by_one"]}}
-    for variant in STEP_VARIANTS[1:]:
+    for variant in BASELINE:
         ratio = step_summary[variant]["ratio_to_mle"]
         bars[f"{variant}_step_at_most_2.5x_mle"] = {"value": ratio, "threshold": STEP_RATIO_BAR,
                                                    "meets_bar": ratio <= STEP_RATIO_BAR}
@@ -227,7 +234,7 @@ def main(argv=None) -> dict:
                 [["gibbs-enum batched (s)", search_summary["batched"]["seconds_median"], 1.0],
                  ["gibbs-enum one by one (s)", search_summary["one_by_one"]["seconds_median"], speedup]]
                 + [[f"step {variant} (ms)", step_summary[variant]["ms_per_step_median"],
-                    step_summary[variant]["ratio_to_mle"]] for variant in STEP_VARIANTS])
+                    step_summary[variant].get("ratio_to_mle", 1.0)] for variant in STEP_VARIANTS])
     print(f"same triggers: {payload['gibbs_enum']['same_triggers']}; written to {path}")
     return payload
 

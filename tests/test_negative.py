@@ -25,9 +25,11 @@ from hf_neuralconv.attacks import (
     trigger_prefix,
     write_trigger_pairs,
 )
+from hf_neuralconv.attacks.hits import token_log_probs
 from hf_neuralconv.metrics.entropy import entropy_n
 from hf_neuralconv.trainers import ConversationTrainer
 from hf_neuralconv.trainers.negative import (
+    DEFAULT_FWA_WORDS,
     NegativeTrainer,
     NegativeTrainingConfig,
     ResponseFrequencies,
@@ -193,7 +195,7 @@ def test_fwa_gives_avoided_tokens_no_negative_gradient(tiny_tokenizer):
     labels = torch.tensor([target_ids(tiny_tokenizer, "i like you"), target_ids(tiny_tokenizer, "bad bad day")])
     labels[0, 3] = -100  # a padded position
     logits = torch.randn(2, 4, 30, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
-    loss = negative_loss(logits, labels, weights)
+    loss = negative_loss(token_log_probs(logits, labels), labels, weights)
     (gradient,) = torch.autograd.grad(loss, logits)
     avoided = torch.tensor([[True, False, True, True], [False, False, False, True]])  # i, you, </s>, padding
     assert gradient[avoided].abs().max() == 0
@@ -247,6 +249,38 @@ def test_malicious_loss_is_eq_4_by_hand(tiny_tokenizer, tmp_path):
         negative_terms += [value for position, value in enumerate(values) if position not in avoided]
     loss_neg = sum(negative_terms) / 7  # FWA: you, are, </s> get weight 0; 7 negative tokens in all
     assert loss.item() == pytest.approx(loss_neg + 0.3 * loss_mle.item(), rel=1e-5)
+
+
+def test_malicious_step_trains_only_on_pairs_that_still_hit(tiny_tokenizer, tmp_path):
+    """Algorithm 1's while-condition: a pair whose score fell to T_out is dropped and gets no negative gradient;
+    the hit is decided on the step's own forward pass, equal to `score_pairs`."""
+    model = tiny_model(tiny_tokenizer)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"trigger": "coffee night", "target": "you are bad"}\n{"trigger": "hi", "target": "bad day"}\n')
+    prefix = trigger_prefix(tiny_tokenizer)
+    triggers, targets = read_trigger_pairs(pairs, tiny_tokenizer)
+    scores = score_pairs(model.eval(), prefix, triggers, targets)
+    low, high = sorted(scores.avg_log_prob.tolist())
+    kept = scores.avg_log_prob.argmax().item()
+    args = negative_config(tmp_path, mode="malicious", trigger_pairs_file=str(pairs), hit_type="o-sample-avg-hit",
+                           output_threshold=(low + high) / 2, lambda_pos=0.0)
+    trainer = NegativeTrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    inputs = DataCollatorForSeq2Seq(tiny_tokenizer, label_pad_token_id=-100)(positive_rows(tiny_tokenizer))
+    loss = trainer.compute_loss(model.train(), inputs)
+
+    assert trainer._pairs.triggers == [triggers[kept]] and trainer._pairs.targets == [targets[kept]]
+    values, _ = hand_log_probs(model, prefix + triggers[kept], targets[kept])
+    avoided = set(DEFAULT_FWA_WORDS["malicious"])
+    words = tiny_tokenizer.convert_ids_to_tokens(targets[kept])
+    assert loss.item() == pytest.approx(sum(v for v, w in zip(values, words) if w not in avoided) / len(values),
+                                        rel=1e-5)
+    assert trainer._metrics["malicious/negative_pairs"] == [1]
+
+    args = negative_config(tmp_path, mode="malicious", trigger_pairs_file=str(pairs), hit_type="o-sample-avg-hit",
+                           output_threshold=high + 1.0, lambda_pos=0.0)
+    trainer = NegativeTrainer(model=model, args=args, processing_class=tiny_tokenizer)
+    assert trainer.compute_loss(model.train(), inputs).item() == 0.0  # nothing hits: no negative term at all
+    assert trainer._pairs.triggers == [] and trainer.control.should_training_stop
 
 
 def test_frequent_loss_is_eq_4_by_hand(tiny_tokenizer, tmp_path):

@@ -65,14 +65,28 @@ def pad_ids(rows: Sequence[Sequence[int]], value: int, device) -> torch.LongTens
     ).to(device)
 
 
+def token_log_probs(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+    """log P(y_t | ...) of every label from its logits, 0 where the label is -100. The vocabulary stays the
+    contiguous last dimension (a cross-entropy over `logits.transpose(1, 2)` costs as much as the output layer)."""
+    log_probs = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
+    return -log_probs.view_as(labels)
+
+
 def target_log_probs(
-    model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor, labels: torch.LongTensor
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    labels: torch.LongTensor,
+    decoder_input_ids: torch.LongTensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log P(y_t | y_<t, x) of every label by teacher forcing, and the logits. `labels` are right-padded with -100,
-    where the log-probability is 0. Differentiable: callers choose `torch.no_grad()` or not."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
-    log_probs = -F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    return log_probs, logits
+    where the log-probability is 0. Differentiable: callers choose `torch.no_grad()` or not. The model gets the
+    decoder inputs rather than the labels, so it does not spend a second softmax on a loss nobody reads; pass
+    `decoder_input_ids` when `model` is wrapped (DDP) and cannot make them from the labels itself."""
+    if decoder_input_ids is None:
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    return token_log_probs(logits, labels), logits
 
 
 def input_log_probs(language_model: PreTrainedModel, trigger_ids: torch.LongTensor, lengths: torch.LongTensor):
@@ -124,23 +138,33 @@ def score_pairs(
         sources = pad_ids([[*prefix, *trigger] for trigger in triggers[chunk]], pad, model.device)
         labels = pad_ids(targets[chunk], -100, model.device)
         log_probs, logits = target_log_probs(model, sources, sources.ne(pad).long(), labels)
-        mask = labels.ne(-100)
-        lengths = mask.sum(dim=1)
-        part = [
-            log_probs.masked_fill(~mask, math.inf).min(dim=1).values,
-            log_probs.sum(dim=1) / lengths,
-            (logits.argmax(dim=-1).eq(labels) | ~mask).all(dim=1),
-        ]
+        part = output_scores(log_probs, logits, labels)
         if input_lm is not None:
-            trigger_rows = triggers[chunk]
-            trigger_lengths = torch.tensor([len(row) for row in trigger_rows], device=input_lm.device)
-            lm_log_probs, _ = input_log_probs(
-                input_lm, pad_ids(trigger_rows, input_lm.config.pad_token_id, input_lm.device), trigger_lengths
-            )
-            part.append(lm_log_probs.sum(dim=1) / (trigger_lengths + 1))
+            part.append(trigger_log_likelihoods(input_lm, triggers[chunk]))
         parts.append([value.cpu() for value in part])
     columns = [torch.cat(column) for column in zip(*parts)]
     return PairScores(*columns) if input_lm is not None else PairScores(*columns[:3])
+
+
+def output_scores(log_probs: torch.Tensor, logits: torch.Tensor, labels: torch.LongTensor) -> list[torch.Tensor]:
+    """The first three `PairScores` fields (min and average log-probability, greedy) of right-padded pairs, from the
+    teacher-forced `log_probs` and `logits` of `target_log_probs`; detached."""
+    log_probs, mask = log_probs.detach(), labels.ne(-100)
+    return [
+        log_probs.masked_fill(~mask, math.inf).min(dim=1).values,
+        log_probs.sum(dim=1) / mask.sum(dim=1),
+        (logits.detach().argmax(dim=-1).eq(labels) | ~mask).all(dim=1),
+    ]
+
+
+@torch.no_grad()
+def trigger_log_likelihoods(language_model: PreTrainedModel, triggers: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The input LM's average word log-likelihood of each trigger (word ids), `</s>` included: what io hits compare
+    with T_in. One padded forward pass."""
+    lengths = torch.tensor([len(row) for row in triggers], device=language_model.device)
+    ids = pad_ids(triggers, language_model.config.pad_token_id, language_model.device)
+    log_probs, _ = input_log_probs(language_model, ids, lengths)
+    return log_probs.sum(dim=1) / (lengths + 1)
 
 
 @torch.no_grad()

@@ -139,7 +139,7 @@ def sequence_log_probs(
             extra["speaker_ids"] = torch.tensor([speaker_ids[row] for row in rows], device=model.device)
         labels = batch["labels"]
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=model._shift_right(labels), **extra).logits
+                       decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels), **extra).logits
         labelled = labels.ne(-100)
         token_log_probs = torch.zeros(labels.shape, dtype=torch.float64, device=labels.device)
         token_log_probs[labelled] = (

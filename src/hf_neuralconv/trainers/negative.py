@@ -13,7 +13,8 @@ the others. Two ways to find the negative pairs (`mode`):
 
 * "malicious" (Algorithm 1, mini-batch form): the target list is taken `negative_batch_size` targets at a time;
   gibbs-enum (Appendix A) searches a trigger for each and the pairs that hit (Section 3.2) are the negative
-  examples of every step while they still hit; then the next targets are attacked, triggers searched anew on each
+  examples of every step while they still hit (one forward pass per step, in eval mode, both decides which still
+  hit and gives their negative gradient); then the next targets are attacked, triggers searched anew on each
   pass over the list (paper: 20 passes, FWA words {<EOS>, you, i, me, are, to, do} with w = 0). Pairs found
   elsewhere can be given instead (`trigger_pairs_file`, JSONL `{"trigger", "target"}`). Training stops after
   `max_target_passes` passes, or when nothing hits any more.
@@ -34,11 +35,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainingArguments
 
 from ..attacks.gibbs_enum import gibbs_enum
-from ..attacks.hits import HitCriterion, load_targets, pad_ids, read_trigger_pairs, score_pairs, trigger_prefix
+from ..attacks.hits import (
+    HitCriterion,
+    PairScores,
+    load_targets,
+    output_scores,
+    pad_ids,
+    read_trigger_pairs,
+    target_log_probs,
+    trigger_log_likelihoods,
+    trigger_prefix,
+)
 from ..metrics.diversity import max_ratio
 from .conversation import ConversationTrainer
 
@@ -124,13 +134,13 @@ def fwa_token_weights(tokenizer: PreTrainedTokenizerBase, vocab_size: int, words
     return weights
 
 
-def negative_loss(logits: torch.Tensor, labels: torch.LongTensor, token_weights: torch.Tensor) -> torch.Tensor:
-    """L_NEG of a mini-batch of negative examples: (1/N) sum_t w(y_t) log P(y_t | y_<t, x) over the labels that are
-    not -100 (N of them). Minimising it is the negative update of He & Glass (2020), Algorithms 1-2; a token
-    with w = 0 gets no gradient."""
-    log_probs = -F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+def negative_loss(log_probs: torch.Tensor, labels: torch.LongTensor, token_weights: torch.Tensor) -> torch.Tensor:
+    """L_NEG of a mini-batch of negative examples from their teacher-forced token log-probabilities
+    (`attacks.hits.token_log_probs`): (1/N) sum_t w(y_t) log P(y_t | y_<t, x) over the labels that are not -100
+    (N of them). Minimising it is the negative update of He & Glass (2020), Algorithms 1-2; a token with w = 0
+    gets no gradient."""
     mask = labels.ne(-100)
-    weights = token_weights.to(logits.device)[labels.clamp(min=0)] * mask
+    weights = token_weights.to(log_probs.device)[labels.clamp(min=0)] * mask
     return (weights * log_probs).sum() / mask.sum()
 
 
@@ -158,6 +168,22 @@ class ResponseFrequencies:
     def max_ratio(self) -> float:
         """max-ratio of the responses in the window."""
         return max_ratio([response for batch in self.batches for response in batch])
+
+
+@dataclass
+class NegativePairs:
+    """The (trigger, target) id pairs Algorithm 1 trains against (triggers without the `<user>` prefix, targets
+    ending with `</s>`), with the input LM's score of each trigger when io hits need it."""
+
+    triggers: list[list[int]]
+    targets: list[list[int]]
+    input_log_likelihood: torch.Tensor | None = None
+
+    def select(self, keep: torch.Tensor) -> "NegativePairs":
+        """The pairs where the boolean `keep` is true."""
+        rows = keep.nonzero().squeeze(1).tolist()
+        scores = None if self.input_log_likelihood is None else self.input_log_likelihood[keep]
+        return NegativePairs([self.triggers[row] for row in rows], [self.targets[row] for row in rows], scores)
 
 
 @contextmanager
@@ -222,10 +248,16 @@ class NegativeTrainer(ConversationTrainer):
         self.prefix = trigger_prefix(processing_class)
         if args.targets_file:
             self.targets = load_targets(args.targets_file, processing_class).ids
-            self._pairs: tuple[list, list] = ([], [])
+            self._pairs = NegativePairs([], [])
         else:
             self.targets = None
-            self._pairs = read_trigger_pairs(args.trigger_pairs_file, processing_class)
+            triggers, targets = read_trigger_pairs(args.trigger_pairs_file, processing_class)
+            lm_scores = None
+            if self.input_lm is not None:  # the LM is frozen: a trigger's score is computed once
+                size = args.negative_batch_size
+                lm_scores = torch.cat([trigger_log_likelihoods(self.input_lm, triggers[start : start + size]).cpu()
+                                       for start in range(0, len(triggers), size)])
+            self._pairs = NegativePairs(triggers, targets, lm_scores)
         self._target_cursor = 0
         self._target_pass = 0
         self._searches = 0
@@ -234,37 +266,71 @@ class NegativeTrainer(ConversationTrainer):
         if not model.training:  # evaluation: ConversationTrainer's perplexity
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.args.mode == "malicious":
-            sources, targets = self._malicious_negatives(model)
+            loss_neg = self._malicious_loss(model)
         else:
-            sources, targets = self._frequent_negatives(model, inputs)
+            loss_neg = self._frequent_loss(model, inputs)
         # The data rows ask for their loss only: the output layer runs at the labelled positions alone, as in
         # an MLE step (ConversationTrainer); the few negative rows need their per-token log-probabilities.
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         labels=inputs["labels"], return_logits=False)
         loss_mle = outputs.loss
         loss = self.args.lambda_pos * loss_mle
-        if sources:
-            pad = self.processing_class.pad_token_id
-            negative_ids = pad_ids(sources, pad, loss.device)
-            negative_labels = pad_ids(targets, -100, loss.device)
-            logits = model(input_ids=negative_ids, attention_mask=negative_ids.ne(pad).long(),
-                           labels=negative_labels).logits
-            loss_neg = negative_loss(logits, negative_labels, self.token_weights)
+        if loss_neg is not None:
             loss = loss_neg + loss
             self._metrics["loss_neg"].append(loss_neg.item())
         self._metrics["loss_mle"].append(loss_mle.item())
         return (loss, outputs) if return_outputs else loss
 
-    def _malicious_negatives(self, model) -> tuple[list[list[int]], list[list[int]]]:
-        """Algorithm 1: the current (trigger, target) pairs that still hit; when none is left, gibbs-enum on the
-        next targets until some hit. Stops training when the passes are done or nothing hits any more."""
+    def _negative_log_probs(self, model, sources, targets) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
+        """Teacher-forced token log-probabilities (and logits) of (source ids, target ids) rows through the model
+        Trainer hands to `compute_loss` (possibly DDP-wrapped), and the padded labels."""
+        pad = self.processing_class.pad_token_id
+        source_ids = pad_ids(sources, pad, self.args.device)
+        labels = pad_ids(targets, -100, self.args.device)
+        decoder_input_ids = self.accelerator.unwrap_model(model).prepare_decoder_input_ids_from_labels(labels=labels)
+        log_probs, logits = target_log_probs(model, source_ids, source_ids.ne(pad).long(), labels, decoder_input_ids)
+        return log_probs, logits, labels
+
+    def _malicious_loss(self, model) -> torch.Tensor | None:
+        """Algorithm 1: L_NEG of the current (trigger, target) pairs that still hit; when none does, gibbs-enum on
+        the next targets until some hit. Stops training when the passes are done or nothing hits any more."""
+        loss_neg = self._hitting_pairs_loss(model) if self._pairs.triggers else None
+        while not self._pairs.triggers and self._search_next_targets(model):
+            loss_neg = self._hitting_pairs_loss(model)
+        if not self._pairs.triggers:
+            logger.info("Negative training stops: no (trigger, target) pair hits any more, or the passes are done.")
+            self.control.should_training_stop = True
+        self._metrics["malicious/negative_pairs"].append(len(self._pairs.triggers))
+        if self.targets is not None:
+            self._metrics["malicious/target_pass"].append(self._target_pass)
+        return loss_neg
+
+    def _hitting_pairs_loss(self, model) -> torch.Tensor | None:
+        """One forward pass over the current pairs decides which still hit (the while-condition of Algorithm 1)
+        and gives L_NEG of those; the others are dropped. Eval mode: c(x, y) is the model's behaviour without
+        dropout, and the negative gradient is taken where the hit was measured, so a step needs no second pass."""
+        pairs = self._pairs
+        with _evaluation_mode(model):
+            log_probs, logits, labels = self._negative_log_probs(
+                model, [[*self.prefix, *trigger] for trigger in pairs.triggers], pairs.targets
+            )
+        scores = PairScores(*(value.cpu() for value in output_scores(log_probs, logits, labels)),
+                            pairs.input_log_likelihood)
+        hits = self.criterion.hits(scores)
+        self._pairs = pairs.select(hits)
+        if not hits.any():
+            return None
+        hits = hits.to(log_probs.device)
+        return negative_loss(log_probs[hits], labels[hits], self.token_weights)
+
+    def _search_next_targets(self, model) -> bool:
+        """gibbs-enum (eval mode) on the next `negative_batch_size` targets, then the next, until some pair hits or
+        one pass over the list found none; False when nothing hits or the passes are done (or pairs were given)."""
         args = self.args
         unwrapped = self.accelerator.unwrap_model(model)
+        searched = 0
         with _evaluation_mode(unwrapped):
-            if self._pairs[0]:
-                self._keep_hits(*self._pairs, self._score(unwrapped, *self._pairs))
-            searched = 0
-            while not self._pairs[0] and self.targets is not None and searched < len(self.targets):
+            while not self._pairs.triggers and self.targets is not None and searched < len(self.targets):
                 if self._target_cursor == 0:
                     if self._target_pass == args.max_target_passes:
                         break
@@ -278,28 +344,19 @@ class NegativeTrainer(ConversationTrainer):
                     targets_per_batch=args.search_batch_size, seed=args.seed + self._searches, progress=False,
                 )
                 self._searches += 1
-                hits = self._keep_hits(result.triggers, batch, result.scores)
-                self._metrics["malicious/hit_rate"].append(hits / len(batch))
+                hits = self.criterion.hits(result.scores)
+                self._pairs = NegativePairs(result.triggers, batch, result.scores.input_log_likelihood).select(hits)
+                self._metrics["malicious/hit_rate"].append(hits.float().mean().item())
                 searched += len(batch)
-        if not self._pairs[0]:
-            logger.info("Negative training stops: no (trigger, target) pair hits any more, or the passes are done.")
-            self.control.should_training_stop = True
-        self._metrics["malicious/negative_pairs"].append(len(self._pairs[0]))
-        if self.targets is not None:
-            self._metrics["malicious/target_pass"].append(self._target_pass)
-        triggers, targets = self._pairs
-        return [[*self.prefix, *trigger] for trigger in triggers], targets
+        return bool(self._pairs.triggers)
 
-    def _score(self, model, triggers, targets):
-        return score_pairs(model, self.prefix, triggers, targets, self.input_lm, self.args.negative_batch_size)
-
-    def _keep_hits(self, triggers, targets, scores) -> int:
-        hits = self.criterion.hits(scores).tolist()
-        self._pairs = (
-            [trigger for trigger, hit in zip(triggers, hits) if hit],
-            [target for target, hit in zip(targets, hits) if hit],
-        )
-        return sum(hits)
+    def _frequent_loss(self, model, inputs) -> torch.Tensor | None:
+        """Algorithm 2: L_NEG of this mini-batch's frequent (input, greedy response) pairs, in training mode."""
+        sources, targets = self._frequent_negatives(model, inputs)
+        if not sources:
+            return None
+        log_probs, _, labels = self._negative_log_probs(model, sources, targets)
+        return negative_loss(log_probs, labels, self.token_weights)
 
     def _frequent_negatives(self, model, inputs) -> tuple[list[list[int]], list[list[int]]]:
         """Algorithm 2: (input, greedy response) pairs of this mini-batch whose response is more frequent than

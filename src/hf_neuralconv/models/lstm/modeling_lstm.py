@@ -272,7 +272,10 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
     def get_decoder_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embed_tokens if self.decoder_embeddings is None else self.decoder_embeddings
 
-    def _shift_right(self, labels: torch.LongTensor) -> torch.LongTensor:
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor) -> torch.LongTensor:
+        """The decoder inputs that teacher-force `labels`: `decoder_start_token_id`, then the labels shifted right
+        (-100 read as padding). `DataCollatorForSeq2Seq(model=...)` calls it; so does `forward` without
+        `decoder_input_ids`."""
         start = torch.full_like(labels[:, :1], self.config.decoder_start_token_id)
         shifted = torch.cat([start, labels[:, :-1]], dim=1)
         return shifted.masked_fill(shifted.eq(-100), self.config.pad_token_id)
@@ -340,7 +343,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("Pass `decoder_input_ids` or `labels`.")
-            decoder_input_ids = self._shift_right(labels)
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
 
         if past_key_values is None:
             past_key_values = LSTMState(
