@@ -16,6 +16,11 @@ really arrives under DDP and is the global token count (the loss-scaling trap in
 reads the initial weights at the first training step. The per-step losses come from `log_history` in
 checkpoint-STEPS/trainer_state.json: with `save_strategy: "no"` Trainer writes no trainer_state.json at all.
 Runtime: about 20-30 s on 2 CPU cores (two CLI runs of 6 steps on a 7k-parameter model).
+
+The same comparison for `hf-neuralconv negative-train` (both modes, starting from the 1-process model): it caught
+a trap worth knowing — `trainer.evaluate()` before `trainer.train()` (the perplexity "before") left the model
+marked as prepared by Accelerate without a DDP wrapper, so training ran with per-rank gradients that were never
+averaged; `ConversationTrainer.evaluation_loop` now unmarks it. Another 40 s.
 """
 
 import json
@@ -202,6 +207,7 @@ def runs(tmp_path_factory):
             tmp_path / f"{name}.log",
         )
         result[name] = {
+            "output_dir": output_dir,
             "seconds": seconds,
             "results": json.loads((output_dir / "results.json").read_text()),
             "losses": _losses(output_dir),
@@ -276,3 +282,76 @@ def test_evaluation_counts_each_example_once(runs):
     )
     for key in ("validation_perplexity", "test_perplexity"):
         assert ddp[key] == pytest.approx(single[key], rel=1e-4), key
+
+
+NEGATIVE_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def negative_runs(runs, tmp_path_factory):
+    """Negative training (both modes) of the 1-process model above, by 1 process with batch 2B and by 2 gloo ranks
+    with batch B: Algorithm 2's frequency window must count the whole mini-batch, and Eq. 4's two token means must
+    be taken over both ranks, for the runs to agree."""
+    torchrun = _torchrun()
+    tmp_path = tmp_path_factory.mktemp("negative-ddp")
+    base = runs["single"]["output_dir"]
+    data = base.parent / "dialogues.jsonl"  # the dialogues the base model was trained on
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"trigger": trigger, "target": target}) + "\n" for trigger, target in (
+        ("hi how are you", "i like music"), ("what is your name", "my name is good"), ("where do you live", "bye"))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
+        env.pop(name, None)
+    modes = {
+        "frequent": {"mode": "frequent", "frequency_threshold": 0.05, "lambda_pos": 1.0},
+        # every given pair hits (T_out far below any log-probability): each step trains against all three
+        "malicious": {"mode": "malicious", "trigger_pairs_file": str(pairs), "hit_type": "o-sample-avg-hit",
+                      "output_threshold": -1000.0, "lambda_pos": 0.5, "fwa_words": ["</s>"]},
+    }
+    result = {}
+    for mode, settings in modes.items():
+        for name, world_size in (("single", 1), ("ddp", 2)):
+            output_dir = tmp_path / f"{mode}-{name}"
+            recipe = tmp_path / f"{mode}-{name}.yaml"
+            recipe.write_text(json.dumps({
+                "model_name_or_path": str(base), "output_dir": str(output_dir), "dataset": str(data),
+                "max_context_turns": 2,
+                "max_source_length": 24, "max_target_length": 10, "max_eval_examples": 16, **settings,
+                "max_steps": NEGATIVE_STEPS, "per_device_train_batch_size": PER_DEVICE_BATCH * (2 // world_size),
+                "per_device_eval_batch_size": 6, "optim": "sgd", "learning_rate": 0.05, "lr_scheduler_type": "constant",
+                "max_grad_norm": 5.0, "train_sampling_strategy": "sequential", "seed": 11, "logging_steps": 1,
+                "eval_strategy": "no", "save_strategy": "steps", "save_steps": NEGATIVE_STEPS, "report_to": "none",
+                "use_cpu": True, "dataloader_num_workers": 0, "disable_tqdm": True,
+            }))
+            launcher = [sys.executable] if world_size == 1 else [torchrun, "--standalone", "--nproc_per_node", "2"]
+            _run([*launcher, "-m", "hf_neuralconv.cli", "negative-train", str(recipe)], env,
+                 tmp_path / f"{mode}-{name}.log")
+            state = json.loads((output_dir / f"checkpoint-{NEGATIVE_STEPS}" / "trainer_state.json").read_text())
+            result[mode, name] = {
+                "logs": [entry for entry in state["log_history"] if "loss" in entry],
+                "weights": load_file(str(output_dir / "model.safetensors")),
+                "results": json.loads((output_dir / "results.json").read_text()),
+            }
+    return result
+
+
+@pytest.mark.parametrize("mode", ["frequent", "malicious"])
+def test_negative_training_under_ddp_equals_one_process(negative_runs, mode):
+    single, ddp = negative_runs[mode, "single"], negative_runs[mode, "ddp"]
+    assert [entry["step"] for entry in single["logs"]] == list(range(1, NEGATIVE_STEPS + 1))
+    metrics = ["loss", "grad_norm", "loss_mle", "loss_neg"] + (
+        ["frequent/max_ratio", "frequent/negative_examples"] if mode == "frequent" else ["malicious/negative_pairs"])
+    for key in metrics:
+        expected = [entry[key] for entry in single["logs"]]
+        assert [entry[key] for entry in ddp["logs"]] == pytest.approx(expected, rel=1e-5), key
+    if mode == "frequent":  # the tiny model repeats itself: the window finds frequent replies to push down
+        assert sum(entry["frequent/negative_examples"] for entry in single["logs"]) > 0
+    else:
+        assert all(entry["malicious/negative_pairs"] == 3 for entry in single["logs"])
+    for name, tensor in single["weights"].items():
+        torch.testing.assert_close(ddp["weights"][name], tensor, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    for key in ("test_perplexity_before", "test_perplexity_after"):
+        assert ddp["results"][key] == pytest.approx(single["results"][key], rel=1e-4), key
+    assert single["results"]["test_perplexity_after"] != pytest.approx(single["results"]["test_perplexity_before"])

@@ -53,6 +53,7 @@ class ConversationTrainer(Trainer):
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
         self._evaluation_totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        prepared_before = getattr(self.model, "_is_accelerate_prepared", False)
         try:
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
@@ -60,6 +61,11 @@ class ConversationTrainer(Trainer):
             negative_log_likelihood, tokens = self._evaluation_totals.tolist()
         finally:
             self._evaluation_totals = None
+            if not prepared_before:
+                # An evaluation before any training prepares the model in Accelerate's evaluation mode (no DDP
+                # wrapper) and marks it prepared; a later train() on the same model would then skip the wrapper
+                # and, under DDP, silently never average the gradients across processes. Unmark it.
+                self.model.__dict__.pop("_is_accelerate_prepared", None)
         if tokens:
             output.metrics[f"{metric_key_prefix}_perplexity"] = math.exp(negative_log_likelihood / tokens)
             output.metrics[f"{metric_key_prefix}_target_tokens"] = int(tokens)

@@ -26,6 +26,11 @@ the others. Two ways to find the negative pairs (`mode`):
 Metrics (`malicious/hit_rate`, `malicious/negative_pairs`, `frequent/max_ratio`, `frequent/negative_examples`,
 `loss_neg`, `loss_mle`) are averaged over each logging window and logged with the training loss.
 The search and frequency state lives in the trainer: resuming from a checkpoint restarts it.
+
+Multi-process (`accelerate launch`, `torchrun`): the data batches are sharded, the frequency window counts the
+responses of every process, the malicious search and its pairs are the same on every process (same targets,
+same seeds), and both terms of Eq. 4 are token means over all processes, so 2 ranks with batches of B train
+exactly as 1 process with 2B (tests/test_distributed.py).
 """
 
 import logging
@@ -35,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import gather_object
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainingArguments
 
 from ..attacks.gibbs_enum import gibbs_enum
@@ -134,14 +140,16 @@ def fwa_token_weights(tokenizer: PreTrainedTokenizerBase, vocab_size: int, words
     return weights
 
 
-def negative_loss(log_probs: torch.Tensor, labels: torch.LongTensor, token_weights: torch.Tensor) -> torch.Tensor:
+def negative_loss(
+    log_probs: torch.Tensor, labels: torch.LongTensor, token_weights: torch.Tensor, num_tokens: float | None = None
+) -> torch.Tensor:
     """L_NEG of a mini-batch of negative examples from their teacher-forced token log-probabilities
-    (`attacks.hits.token_log_probs`): (1/N) sum_t w(y_t) log P(y_t | y_<t, x) over the labels that are not -100
-    (N of them). Minimising it is the negative update of He & Glass (2020), Algorithms 1-2; a token with w = 0
-    gets no gradient."""
+    (`attacks.hits.token_log_probs`): (1/N) sum_t w(y_t) log P(y_t | y_<t, x) over the labels that are not -100;
+    N = `num_tokens` (e.g. counted over all processes), by default the number of those labels. Minimising it is the
+    negative update of He & Glass (2020), Algorithms 1-2; a token with w = 0 gets no gradient."""
     mask = labels.ne(-100)
     weights = token_weights.to(log_probs.device)[labels.clamp(min=0)] * mask
-    return (weights * log_probs).sum() / mask.sum()
+    return (weights * log_probs).sum() / (mask.sum() if num_tokens is None else num_tokens)
 
 
 class ResponseFrequencies:
@@ -206,7 +214,7 @@ class NegativeTrainer(ConversationTrainer):
     token-level perplexity of `ConversationTrainer`.
     """
 
-    loss_is_scaled_for_ga = False  # compute_loss returns means over one micro-batch
+    loss_is_scaled_for_ga = False  # compute_loss returns token means over one micro-batch (all processes)
 
     def __init__(
         self,
@@ -266,19 +274,33 @@ class NegativeTrainer(ConversationTrainer):
         if not model.training:  # evaluation: ConversationTrainer's perplexity
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.args.mode == "malicious":
-            loss_neg = self._malicious_loss(model)
+            negative_log_probs, negative_labels = self._malicious_negatives(model)
         else:
-            loss_neg = self._frequent_loss(model, inputs)
+            negative_log_probs, negative_labels = self._frequent_negatives(model, inputs)
         # The data rows ask for their loss only: the output layer runs at the labelled positions alone, as in
-        # an MLE step (ConversationTrainer); the few negative rows need their per-token log-probabilities.
+        # an MLE step (ConversationTrainer); the negative rows needed their per-token log-probabilities.
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         labels=inputs["labels"], return_logits=False)
-        loss_mle = outputs.loss
-        loss = self.args.lambda_pos * loss_mle
-        if loss_neg is not None:
-            loss = loss_neg + loss
-            self._metrics["loss_neg"].append(loss_neg.item())
-        self._metrics["loss_mle"].append(loss_mle.item())
+        data_tokens = inputs["labels"].ne(-100).sum()
+        mle_sum = outputs.loss * data_tokens
+        negative_sum, negative_tokens, negative_rows = torch.zeros((), device=mle_sum.device), 0, 0
+        if negative_labels is not None:
+            negative_sum = negative_loss(negative_log_probs, negative_labels, self.token_weights, num_tokens=1)
+            negative_tokens, negative_rows = int(negative_labels.ne(-100).sum()), negative_labels.size(0)
+        # Both terms are token means over the whole mini-batch, all processes together (as Trainer's
+        # average_tokens_across_devices): each process divides its sums by the global counts and DDP's gradient
+        # average is undone by the world size, so 2 ranks with batch B train exactly as 1 process with 2B.
+        totals = self.accelerator.reduce(torch.tensor(
+            [mle_sum.item(), data_tokens.item(), negative_sum.item(), negative_tokens, negative_rows],
+            dtype=torch.float64, device=mle_sum.device), reduction="sum").tolist()
+        world = self.accelerator.num_processes
+        loss = world * self.args.lambda_pos * mle_sum / totals[1]
+        if totals[3]:
+            loss = loss + world * negative_sum / totals[3]
+            self._metrics["loss_neg"].append(totals[2] / totals[3])
+        self._metrics["loss_mle"].append(totals[0] / totals[1])
+        if self.args.mode == "frequent":
+            self._metrics["frequent/negative_examples"].append(totals[4])
         return (loss, outputs) if return_outputs else loss
 
     def _negative_log_probs(self, model, sources, targets) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
@@ -291,24 +313,26 @@ class NegativeTrainer(ConversationTrainer):
         log_probs, logits = target_log_probs(model, source_ids, source_ids.ne(pad).long(), labels, decoder_input_ids)
         return log_probs, logits, labels
 
-    def _malicious_loss(self, model) -> torch.Tensor | None:
-        """Algorithm 1: L_NEG of the current (trigger, target) pairs that still hit; when none does, gibbs-enum on
-        the next targets until some hit. Stops training when the passes are done or nothing hits any more."""
-        loss_neg = self._hitting_pairs_loss(model) if self._pairs.triggers else None
+    def _malicious_negatives(self, model) -> tuple[torch.Tensor | None, torch.LongTensor | None]:
+        """Algorithm 1: token log-probabilities and labels of the current (trigger, target) pairs that still hit;
+        when none does, gibbs-enum on the next targets until some hit. Stops training when the passes are done or
+        nothing hits any more. Every process holds the same pairs (same targets, same seeds)."""
+        negatives = self._hitting_pairs(model) if self._pairs.triggers else (None, None)
         while not self._pairs.triggers and self._search_next_targets(model):
-            loss_neg = self._hitting_pairs_loss(model)
+            negatives = self._hitting_pairs(model)
         if not self._pairs.triggers:
             logger.info("Negative training stops: no (trigger, target) pair hits any more, or the passes are done.")
             self.control.should_training_stop = True
         self._metrics["malicious/negative_pairs"].append(len(self._pairs.triggers))
         if self.targets is not None:
             self._metrics["malicious/target_pass"].append(self._target_pass)
-        return loss_neg
+        return negatives
 
-    def _hitting_pairs_loss(self, model) -> torch.Tensor | None:
+    def _hitting_pairs(self, model) -> tuple[torch.Tensor | None, torch.LongTensor | None]:
         """One forward pass over the current pairs decides which still hit (the while-condition of Algorithm 1)
-        and gives L_NEG of those; the others are dropped. Eval mode: c(x, y) is the model's behaviour without
-        dropout, and the negative gradient is taken where the hit was measured, so a step needs no second pass."""
+        and gives their token log-probabilities for L_NEG; the others are dropped. Eval mode: c(x, y) is the
+        model's behaviour without dropout, and the negative gradient is taken where the hit was measured, so a
+        step needs no second pass."""
         pairs = self._pairs
         with _evaluation_mode(model):
             log_probs, logits, labels = self._negative_log_probs(
@@ -319,9 +343,9 @@ class NegativeTrainer(ConversationTrainer):
         hits = self.criterion.hits(scores)
         self._pairs = pairs.select(hits)
         if not hits.any():
-            return None
+            return None, None
         hits = hits.to(log_probs.device)
-        return negative_loss(log_probs[hits], labels[hits], self.token_weights)
+        return log_probs[hits], labels[hits]
 
     def _search_next_targets(self, model) -> bool:
         """gibbs-enum (eval mode) on the next `negative_batch_size` targets, then the next, until some pair hits or
@@ -350,17 +374,10 @@ class NegativeTrainer(ConversationTrainer):
                 searched += len(batch)
         return bool(self._pairs.triggers)
 
-    def _frequent_loss(self, model, inputs) -> torch.Tensor | None:
-        """Algorithm 2: L_NEG of this mini-batch's frequent (input, greedy response) pairs, in training mode."""
-        sources, targets = self._frequent_negatives(model, inputs)
-        if not sources:
-            return None
-        log_probs, _, labels = self._negative_log_probs(model, sources, targets)
-        return negative_loss(log_probs, labels, self.token_weights)
-
-    def _frequent_negatives(self, model, inputs) -> tuple[list[list[int]], list[list[int]]]:
-        """Algorithm 2: (input, greedy response) pairs of this mini-batch whose response is more frequent than
-        r_thres over the frequency window."""
+    def _frequent_negatives(self, model, inputs) -> tuple[torch.Tensor | None, torch.LongTensor | None]:
+        """Algorithm 2: token log-probabilities (training mode) and labels of this mini-batch's (input, greedy
+        response) pairs whose response is more frequent than r_thres over the frequency window. The window counts
+        the whole mini-batch: under DDP the responses of every process."""
         unwrapped = self.accelerator.unwrap_model(model)
         with _evaluation_mode(unwrapped), torch.no_grad():
             generated = unwrapped.generate(
@@ -372,12 +389,17 @@ class NegativeTrainer(ConversationTrainer):
             )
         eos = self.processing_class.eos_token_id
         responses = [tuple(row[: row.index(eos) + 1] if eos in row else row) for row in generated[:, 1:].tolist()]
-        ratios = self.frequencies.add(responses)
-        frequent = [index for index, ratio in enumerate(ratios) if ratio > self.args.frequency_threshold]
+        per_process = gather_object([responses])  # one list per process, in process order
+        offset = sum(len(batch) for batch in per_process[: self.accelerator.process_index])
+        shares = self.frequencies.add([response for batch in per_process for response in batch])
+        shares = shares[offset : offset + len(responses)]
+        frequent = [index for index, share in enumerate(shares) if share > self.args.frequency_threshold]
         self._metrics["frequent/max_ratio"].append(self.frequencies.max_ratio())
-        self._metrics["frequent/negative_examples"].append(len(frequent))
+        if not frequent:
+            return None, None
         sources = [inputs["input_ids"][index][inputs["attention_mask"][index].bool()].tolist() for index in frequent]
-        return sources, [list(responses[index]) for index in frequent]
+        log_probs, _, labels = self._negative_log_probs(model, sources, [list(responses[index]) for index in frequent])
+        return log_probs, labels
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:  # a training log: add this window's averages
