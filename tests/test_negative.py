@@ -283,6 +283,25 @@ def test_malicious_step_trains_only_on_pairs_that_still_hit(tiny_tokenizer, tmp_
     assert trainer._pairs.triggers == [] and trainer.control.should_training_stop
 
 
+def test_io_hits_of_given_pairs_use_the_input_lm_once(tiny_tokenizer, tmp_path):
+    """io-sample-avg-hit on given pairs: the LM scores of the triggers (computed once, the LM is frozen) and T_in
+    decide with T_out; a pair whose trigger the LM finds unlikely is dropped even though its output score hits."""
+    model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"trigger": "coffee night", "target": "you are bad"}\n{"trigger": "hi", "target": "bad day"}\n')
+    triggers, _ = read_trigger_pairs(pairs, tiny_tokenizer)
+    lm_scores = [hand_lm_average(lm, trigger) for trigger in triggers]
+    kept = max(range(2), key=lm_scores.__getitem__)
+    args = negative_config(tmp_path, mode="malicious", trigger_pairs_file=str(pairs), hit_type="io-sample-avg-hit",
+                           output_threshold=-1000.0, input_threshold=sum(lm_scores) / 2, lambda_pos=0.0)
+    trainer = NegativeTrainer(model=model, args=args, processing_class=tiny_tokenizer, input_lm=lm)
+    assert trainer._pairs.input_log_likelihood.tolist() == pytest.approx(lm_scores, rel=1e-5)
+    inputs = DataCollatorForSeq2Seq(tiny_tokenizer, label_pad_token_id=-100)(positive_rows(tiny_tokenizer))
+    trainer.compute_loss(model.train(), inputs)
+    assert trainer._pairs.triggers == [triggers[kept]]
+    assert trainer._pairs.input_log_likelihood.tolist() == pytest.approx([lm_scores[kept]], rel=1e-5)
+
+
 def test_frequent_loss_is_eq_4_by_hand(tiny_tokenizer, tmp_path):
     model = tiny_model(tiny_tokenizer)
     args = negative_config(tmp_path, mode="frequent", frequency_threshold=0.3, lambda_pos=1.0, max_response_length=5)
