@@ -368,8 +368,13 @@ def test_training_keeps_its_progress_when_the_environment_fails(tiny_tokenizer, 
     victim.down = False
     resumed = ReinforceTrainer(reverse_generator(tiny_tokenizer, seed=9), args, environment, reward, targets,
                                tiny_tokenizer)
+    queries_before = environment.num_queries
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 3
+    # the query count goes on from the checkpoint's, plus what step 3 asked (the failed step's tries are lost)
+    logged = [entry["env_queries"] for entry in resumed.state.log_history if "loss" in entry]
+    assert logged[:2] == [entry["env_queries"] for entry in state["log_history"]]
+    assert logged[2] == logged[1] + environment.num_queries - queries_before > logged[1]
 
 
 def test_bad_targets_and_settings_are_clear_errors(tiny_tokenizer, tmp_path, hand_vectors):

@@ -187,7 +187,8 @@ class ReinforceTrainer(Trainer):
     target (dropout off), queries `environment` once for the batch, scores the outputs with `reward_function`
     (targets, outputs) -> rewards, and descends `reinforce_loss`. Logged with the loss: `reward` (mean over
     samples), `success_rate` (share of targets with a sample rewarded at least `args.success_threshold`) and
-    `env_queries` (inputs sent to the environment so far in this run, all processes, retries included).
+    `env_queries` (inputs sent to the environment so far, all processes, retries included; a run resumed from a
+    checkpoint continues the count logged there).
     The inputs are sampled with dropout off and their log-probabilities computed in training mode: with dropout 0
     the estimate is exactly on-policy; the paper's dropout 0.1 makes the update a regularised version of it.
 
@@ -221,6 +222,7 @@ class ReinforceTrainer(Trainer):
         )
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._env_queries = 0
+        self._env_queries_before: int | None = None  # the count logged by the run this one resumes, read once
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         num_samples = self.args.num_samples
@@ -284,7 +286,10 @@ class ReinforceTrainer(Trainer):
             if self._metrics:
                 logs.update({name: sum(values) / len(values) for name, values in self._metrics.items()})
                 self._metrics.clear()
-            logs["env_queries"] = self._env_queries
+            if self._env_queries_before is None:  # first training log: the resumed state's history is loaded
+                logged = [entry["env_queries"] for entry in self.state.log_history if "env_queries" in entry]
+                self._env_queries_before = logged[-1] if logged else 0
+            logs["env_queries"] = self._env_queries_before + self._env_queries
         super().log(logs, start_time)
 
 
