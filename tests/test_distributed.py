@@ -142,6 +142,22 @@ def _write_recipe(path: Path, data: Path, output_dir: Path, batch_size: int) -> 
     path.write_text(json.dumps(recipe, indent=2))
 
 
+def _launch_env(tmp_path: Path) -> dict:
+    """The environment of a launched run: one thread a rank (2 ranks on a small CPU machine), offline, its own
+    datasets cache, and none of an outer launcher's rank variables."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
+        env.pop(name, None)
+    return env
+
+
 def _run(command: list[str], env: dict, log: Path) -> float:
     started = time.time()
     try:
@@ -181,16 +197,7 @@ def runs(tmp_path_factory):
     _write_dialogues(data)
     probe = tmp_path / "probe_cli.py"
     probe.write_text(PROBE)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",  # 2 ranks on a small CPU machine
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(name, None)
+    env = _launch_env(tmp_path)
 
     result = {}
     for name, world_size in (("single", 1), ("ddp", 2)):
@@ -299,10 +306,7 @@ def negative_runs(runs, tmp_path_factory):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"trigger": trigger, "target": target}) + "\n" for trigger, target in (
         ("hi how are you", "i like music"), ("what is your name", "my name is good"), ("where do you live", "bye"))))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(name, None)
+    env = _launch_env(tmp_path)
     modes = {
         "frequent": {"mode": "frequent", "frequency_threshold": 0.05, "lambda_pos": 1.0},
         # every given pair hits (T_out far below any log-probability): each step trains against all three
