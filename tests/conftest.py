@@ -27,11 +27,16 @@ def make_dialogues(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def write_dialogue_file(directory, count: int = 120):
+    """`make_dialogues(count)` as the JSONL file `directory/dialogues.jsonl` (one `turns` row a line)."""
+    path = directory / "dialogues.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in make_dialogues(count)) + "\n")
+    return path
+
+
 @pytest.fixture
 def dialogue_file(tmp_path):
-    path = tmp_path / "dialogues.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in make_dialogues(120)) + "\n")
-    return path
+    return write_dialogue_file(tmp_path)
 
 
 @pytest.fixture(scope="session")

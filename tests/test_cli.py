@@ -33,11 +33,10 @@ def write_recipe(tmp_path, dialogue_file, name="recipe.yaml", **overrides):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny model trained through the CLI, shared by the tests of this module."""
-    from conftest import make_dialogues
+    from conftest import write_dialogue_file
 
     tmp_path = tmp_path_factory.mktemp("cli")
-    dialogue_file = tmp_path / "dialogues.jsonl"
-    dialogue_file.write_text("\n".join(json.dumps(row) for row in make_dialogues(120)) + "\n")
+    dialogue_file = write_dialogue_file(tmp_path)
     main(["train", str(write_recipe(tmp_path, dialogue_file))])
     return tmp_path, dialogue_file
 

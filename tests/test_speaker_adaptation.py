@@ -12,7 +12,7 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import make_dialogues, tiny_model
+from conftest import tiny_model, write_dialogue_file
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import pipeline
@@ -63,8 +63,7 @@ def write_recipe(directory, dialogue_file, mode, name=None, **overrides):
 def runs(tmp_path_factory):
     """The three runs through the CLI, on 120 made-up dialogues between 8 speakers (2 of them targets)."""
     directory = tmp_path_factory.mktemp("persona")
-    dialogue_file = directory / "dialogues.jsonl"
-    dialogue_file.write_text("\n".join(json.dumps(row) for row in make_dialogues(120)) + "\n")
+    dialogue_file = write_dialogue_file(directory)
     for mode in MODES:
         main(["persona-train", str(write_recipe(directory, dialogue_file, mode))])
     protocol = speaker_adaptation_data(load_dialogue_file(dialogue_file), **PROTOCOL)
