@@ -129,10 +129,22 @@ def test_reinforce_logs_rewards_and_counts_queries(experiment):
                   ReinforceConfig(output_dir=str(root / "rl"), max_steps=1, **QUIET))
 
 
+def test_kl_penalty_is_measured_against_the_pretrained_generator(experiment):
+    """The first step's policy is the pre-trained generator itself: log π_θ - log π_ref is exactly 0 on every sample;
+    after an update it is not."""
+    root, _, _, _ = experiment
+    results = reinforce(ReinforceRunArguments(generator=str(root / "pre")),
+                        ReinforceConfig(output_dir=str(root / "rl-kl"), num_samples=3, per_device_train_batch_size=4,
+                                        max_steps=2, max_input_tokens=6, logging_steps=1, kl_coef=0.1,
+                                        learning_rate=0.05, **QUIET))
+    assert results["first_logged"]["kl"] == 0.0
+    assert results["last_logged"]["kl"] != 0.0
+
+
 def test_evaluation_reports_what_the_chatbot_answered(experiment):
     root, setup, _, _ = experiment
     results = evaluate_attacks(root / "pre", root / "rl", root / "eval", targets_per_bucket=2, beam_sizes=(3,),
-                               num_messages=30)
+                               num_messages=30, pretrained_beam_sizes=(2,))
     similarity = EmbeddingSimilarityReward(setup.word_vectors, threshold=-1.0)
     victim = PipelineEnvironment(setup.environment, accept_empty_replies=True, generate_kwargs={"strategy": "greedy"})
     test = load_chitchat()["test"]
@@ -164,7 +176,8 @@ def test_evaluation_reports_what_the_chatbot_answered(experiment):
                 checked += 1
     assert checked >= 4
     assert (root / "eval" / "figure2.png").read_bytes()[:4] == b"\x89PNG"
-    assert "RL BeamSearch(3)" in (root / "eval" / "tables.md").read_text()
+    tables = (root / "eval" / "tables.md").read_text()
+    assert "RL BeamSearch(3)" in tables and "Pre-trained BeamSearch(2)" in tables
     with pytest.raises(FileExistsError, match="not empty"):
         evaluate_attacks(root / "pre", root / "rl", root / "eval", targets_per_bucket=1, beam_sizes=(3,))
 

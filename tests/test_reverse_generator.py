@@ -254,10 +254,12 @@ def hand_log_prob(model, encoder_ids, sequence, suppressed):
     return log_prob, distributions, tokens
 
 
-@pytest.mark.parametrize("baseline", ["mean", "none"])
-def test_reinforce_gradient_equals_the_hand_computed_one(tiny_tokenizer, tmp_path, baseline):
+@pytest.mark.parametrize(("baseline", "kl_coef"), [("mean", 0.0), ("none", 0.0), ("mean", 0.5)])
+def test_reinforce_gradient_equals_the_hand_computed_one(tiny_tokenizer, tmp_path, baseline, kl_coef):
+    """Eq. 4 by hand; with `kl_coef` β, each reward minus β (log π_θ(I) - log π_ref(I)), π_ref another model."""
     tokenizer = tiny_tokenizer
     model = tiny_model(tokenizer, seed=3)
+    ref_model = tiny_model(tokenizer, seed=4) if kl_coef else None
     ids = dict(zip(["hello", "how", "are", "tea"], tokenizer.convert_tokens_to_ids(["hello", "how", "are", "tea"]),
                    strict=True))
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -278,9 +280,9 @@ def test_reinforce_gradient_equals_the_hand_computed_one(tiny_tokenizer, tmp_pat
     victim = Victim(reply=lambda text: text)
     environment = CallableEnvironment(victim, batched=True, timeout=None)
     trainer = ReinforceTrainer(
-        model, rl_config(tmp_path, baseline=baseline), environment,
+        model, rl_config(tmp_path, baseline=baseline, kl_coef=kl_coef), environment,
         lambda targets, outputs: [table[pair] for pair in zip(targets, outputs, strict=True)],
-        datasets.Dataset.from_dict({"target": targets}), tokenizer,
+        datasets.Dataset.from_dict({"target": targets}), tokenizer, ref_model=ref_model,
     )
     trainer._sample_inputs = lambda model, inputs: samples
     batch = trainer.data_collator([{"target": target} for target in targets])
@@ -291,9 +293,17 @@ def test_reinforce_gradient_equals_the_hand_computed_one(tiny_tokenizer, tmp_pat
     assert environment.num_queries == 3
     assert trainer._metrics["distinct_inputs"] == [pytest.approx((2 / 3 + 3 / 3) / 2)]  # "hello how" twice
 
-    advantages = rewards - rewards.mean(dim=1, keepdim=True) if baseline == "mean" else rewards
     suppressed = torch.zeros(len(tokenizer), dtype=torch.bool)
     suppressed[trainer.sampling_config.suppress_tokens] = True
+    if kl_coef:
+        encoders = [batch["input_ids"][row // 3][batch["attention_mask"][row // 3].bool()] for row in range(6)]
+        kl = torch.tensor([float(hand_log_prob(model, encoder, sequence, suppressed)[0]) -
+                           float(hand_log_prob(ref_model, encoder, sequence, suppressed)[0])
+                           for encoder, sequence in zip(encoders, samples, strict=True)]).view(2, 3)
+        assert float(kl.std()) > 0.1  # two different models: the penalty varies between samples
+        assert trainer._metrics["kl"] == [pytest.approx(float(kl.mean()), abs=1e-5)]
+        rewards = rewards - kl_coef * kl
+    advantages = rewards - rewards.mean(dim=1, keepdim=True) if baseline == "mean" else rewards
     bias_gradient = torch.zeros(len(tokenizer))
     objective = 0.0
     for row, sequence in enumerate(samples):
@@ -396,6 +406,11 @@ def test_bad_targets_and_settings_are_clear_errors(tiny_tokenizer, tmp_path, han
         rl_config(tmp_path, num_samples=1)
     with pytest.raises(ValueError, match="baseline"):
         rl_config(tmp_path, baseline="greedy")
+    with pytest.raises(ValueError, match="kl_coef"):
+        rl_config(tmp_path, kl_coef=-0.1)
+    with pytest.raises(ValueError, match="needs `ref_model`"):
+        ReinforceTrainer(model, rl_config(tmp_path, kl_coef=0.1), environment, reward,
+                         datasets.Dataset.from_dict({"target": ["cat"]}), tiny_tokenizer)
 
 
 def test_attack_keeps_the_best_of_n_beams_and_writes_triggers(tiny_tokenizer, tmp_path):

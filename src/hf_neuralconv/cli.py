@@ -89,7 +89,8 @@ def command_reverse_evaluate(args: argparse.Namespace) -> None:
     from .reverse_experiment import evaluate_attacks
 
     results = evaluate_attacks(args.pretrained, args.reinforced, args.output_dir, args.targets_per_bucket,
-                               tuple(args.beam_sizes), args.num_messages, args.seed, args.overwrite)
+                               tuple(args.beam_sizes), args.num_messages, args.seed, args.overwrite,
+                               tuple(args.pretrained_beam_sizes))
     print((Path(args.output_dir) / "tables.md").read_text())
     print(f"env queries: {results['env_queries']}; results, Figure 2 and found inputs in {args.output_dir}")
 
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     reverse_evaluate.add_argument("--output-dir", required=True, help="results.json, figure2.png, tables.md, JSONL")
     reverse_evaluate.add_argument("--targets-per-bucket", type=int, default=200, help="the paper's 200")
     reverse_evaluate.add_argument("--beam-sizes", type=int, nargs="+", default=[50, 200], help="N of RL BeamSearch(N)")
+    reverse_evaluate.add_argument("--pretrained-beam-sizes", type=int, nargs="*", default=[],
+                                  help="N of Pre-trained BeamSearch(N), an ablation the paper does not report")
     reverse_evaluate.add_argument("--num-messages", type=int, default=10000,
                                   help="test messages whose replies are the Generated targets")
     reverse_evaluate.add_argument("--seed", type=int, default=0)

@@ -265,9 +265,11 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
     if run_args.max_targets is not None:
         targets = targets[: run_args.max_targets]
     model, tokenizer = load_model_dir(generator_dir)
+    # π_ref of the KL penalty: the generator as pre-trained, also when a resumed run's policy has moved away from it.
+    ref_model = load_model_dir(generator_dir)[0] if training_args.kl_coef > 0 else None
     environment = setup.make_environment()
     trainer = ReinforceTrainer(model, training_args, environment, reward,
-                               datasets.Dataset.from_dict({"target": targets}), tokenizer)
+                               datasets.Dataset.from_dict({"target": targets}), tokenizer, ref_model=ref_model)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
@@ -307,10 +309,11 @@ def success_rates(similarities: Sequence[float], thresholds: Sequence[float] = T
 
 def evaluate_attacks(pretrained_dir: str | Path, reinforced_dir: str | Path, output_dir: str | Path,
                      targets_per_bucket: int = 200, beam_sizes: Sequence[int] = (50, 200), num_messages: int = 10000,
-                     seed: int = 0, overwrite: bool = False) -> dict:
+                     seed: int = 0, overwrite: bool = False, pretrained_beam_sizes: Sequence[int] = ()) -> dict:
     """Section 5.2 on the chitchat test split; writes `results.json`, `figure2.png`, `tables.md` and one JSONL of
     found inputs per (target list, method) into `output_dir`. Methods: Pre-trained Greedy, RL Greedy and RL
-    BeamSearch(N) for each N of `beam_sizes`; for Real targets also Real Input (D's reply to the message the human
+    BeamSearch(N) for each N of `beam_sizes`, and Pre-trained BeamSearch(N) for each N of `pretrained_beam_sizes`
+    (not in the paper: what RL adds to beam search); for Real targets also Real Input (D's reply to the message the human
     response answered). The similarity is the reward without its 0.5 clamp."""
     output_dir = Path(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
@@ -332,6 +335,7 @@ def evaluate_attacks(pretrained_dir: str | Path, reinforced_dir: str | Path, out
     }
     generators = {"Pre-trained": load_model_dir(pretrained_dir), "RL": load_model_dir(reinforced_dir)}
     methods = [("Pre-trained Greedy", "Pre-trained", 1), ("RL Greedy", "RL", 1)]
+    methods += [(f"Pre-trained BeamSearch({beams})", "Pre-trained", beams) for beams in pretrained_beam_sizes]
     methods += [(f"RL BeamSearch({beams})", "RL", beams) for beams in beam_sizes]
 
     results = {"setup": asdict(setup), "targets_per_bucket": targets_per_bucket, "seed": seed, "lists": {},

@@ -6,12 +6,24 @@ the trainer sums both over the evaluation set (across processes) and logs `<pref
 """
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+
+
+@contextmanager
+def evaluation_mode(model):
+    """Dropout off while a trainer's model generates or scores its own samples; the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 class ConversationTrainer(Trainer):
     """Trainer for the LSTM dialogue models; adds `eval_perplexity` (token-level, pads excluded) to evaluation,

@@ -36,7 +36,6 @@ exactly as 1 process with 2B (tests/test_distributed.py).
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Hashable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -56,7 +55,7 @@ from ..attacks.hits import (
     trigger_prefix,
 )
 from ..metrics.diversity import max_ratio
-from .conversation import ConversationTrainer
+from .conversation import ConversationTrainer, evaluation_mode
 
 logger = logging.getLogger(__name__)
 
@@ -194,17 +193,6 @@ class NegativePairs:
         return NegativePairs([self.triggers[row] for row in rows], [self.targets[row] for row in rows], scores)
 
 
-@contextmanager
-def _evaluation_mode(model):
-    """Dropout off while the model attacks or answers itself; the previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 class NegativeTrainer(ConversationTrainer):
     """Negative training of He & Glass (2020), Eq. 4 with Algorithm 1 ("malicious") or 2 ("frequent").
 
@@ -334,7 +322,7 @@ class NegativeTrainer(ConversationTrainer):
         model's behaviour without dropout, and the negative gradient is taken where the hit was measured, so a
         step needs no second pass."""
         pairs = self._pairs
-        with _evaluation_mode(model):
+        with evaluation_mode(model):
             log_probs, logits, labels = self._negative_log_probs(
                 model, [[*self.prefix, *trigger] for trigger in pairs.triggers], pairs.targets
             )
@@ -353,7 +341,7 @@ class NegativeTrainer(ConversationTrainer):
         args = self.args
         unwrapped = self.accelerator.unwrap_model(model)
         searched = 0
-        with _evaluation_mode(unwrapped):
+        with evaluation_mode(unwrapped):
             while not self._pairs.triggers and self.targets is not None and searched < len(self.targets):
                 if self._target_cursor == 0:
                     if self._target_pass == args.max_target_passes:
@@ -379,7 +367,7 @@ class NegativeTrainer(ConversationTrainer):
         response) pairs whose response is more frequent than r_thres over the frequency window. The window counts
         the whole mini-batch: under DDP the responses of every process."""
         unwrapped = self.accelerator.unwrap_model(model)
-        with _evaluation_mode(unwrapped), torch.no_grad():
+        with evaluation_mode(unwrapped), torch.no_grad():
             generated = unwrapped.generate(
                 input_ids=inputs["input_ids"],
                 attention_mask=inputs["attention_mask"],

@@ -47,7 +47,7 @@ from transformers import (
 from ..attacks.environments import DialogueEnvironment, EnvironmentQueryError
 from ..data import encode_source, encode_target
 from ..pipelines import sequence_scores
-from .conversation import ConversationTrainer
+from .conversation import ConversationTrainer, evaluation_mode
 
 BASELINES = ("mean", "none")
 # A reward function maps (targets, environment outputs) to one reward per pair, e.g. EmbeddingSimilarityReward.
@@ -64,6 +64,11 @@ class ReinforceConfig(TrainingArguments):
     max_input_tokens: int = field(default=24, metadata={"help": "Longest input the policy may write (tokens)."})
     max_target_tokens: int = field(default=32, metadata={"help": "Tokens of a target the policy reads."})
     baseline: str = field(default="mean", metadata={"help": "'mean': mean reward of the N samples; 'none': Eq. 4."})
+    kl_coef: float = field(
+        default=0.0,
+        metadata={"help": "β of the KL-regularised reward R(I|O*) - β (log π_θ(I|O*) - log π_ref(I|O*)), π_ref the "
+                          "generator RL starts from; 0: the paper's plain reward. See ReinforceTrainer."},
+    )
     success_threshold: float = field(
         default=0.5,
         metadata={"help": "A target counts as reached when a sample's reward is at least this (not below the "
@@ -88,6 +93,8 @@ class ReinforceConfig(TrainingArguments):
                 f"`num_samples` must be >= 2 with the mean baseline (one sample is its own mean: no signal), "
                 f"got {self.num_samples}."
             )
+        if self.kl_coef < 0:
+            raise ValueError(f"`kl_coef` must be >= 0, got {self.kl_coef}.")
         if self.max_input_tokens < 1 or self.max_target_tokens < 1:
             raise ValueError("`max_input_tokens` and `max_target_tokens` must be >= 1.")
 
@@ -192,6 +199,15 @@ class ReinforceTrainer(Trainer):
     The inputs are sampled with dropout off and their log-probabilities computed in training mode: with dropout 0
     the estimate is exactly on-policy; the paper's dropout 0.1 makes the update a regularised version of it.
 
+    With `args.kl_coef` β > 0, each sample's reward is R(I|O*) - β (log π_θ(I|O*) - log π_ref(I|O*)), where
+    `ref_model` π_ref is the frozen generator RL starts from: the KL-regularised objective of RL fine-tuning of
+    language models (Jaques et al. 2017; Ziegler et al. 2019; TRL's `beta`), whose penalty term is a one-sample
+    estimate of β KL(π_θ(·|O*) || π_ref(·|O*)). Why: with the paper's plain reward, the policy drifts towards a few
+    inputs that work for many targets (generic openers the chatbot answers generically), and beam search over it stops
+    covering the target-specific inputs the pre-trained generator proposes; the penalty keeps that coverage while
+    the reward moves the policy. Both log-probabilities are taken with dropout off, so that π_θ = π_ref gives a
+    penalty of exactly 0; the estimate is logged as `kl`.
+
     If the environment fails for good (`EnvironmentQueryError`), a checkpoint of the last completed step is saved
     before the error propagates: `trainer.train(resume_from_checkpoint=True)` continues from there.
     """
@@ -200,9 +216,11 @@ class ReinforceTrainer(Trainer):
 
     def __init__(self, model: PreTrainedModel, args: ReinforceConfig, environment: DialogueEnvironment,
                  reward_function: RewardFunction, train_dataset: datasets.Dataset,
-                 processing_class: PreTrainedTokenizerFast, callbacks=None):
+                 processing_class: PreTrainedTokenizerFast, ref_model: PreTrainedModel | None = None, callbacks=None):
         if not isinstance(args, ReinforceConfig):
             raise TypeError(f"`args` must be a ReinforceConfig, got {type(args).__name__}.")
+        if args.kl_coef > 0 and ref_model is None:
+            raise ValueError("`kl_coef` > 0 needs `ref_model`: the generator RL starts from (load it a second time).")
         if "target" not in train_dataset.column_names:
             raise ValueError(f"The train dataset needs a `target` column; it has {train_dataset.column_names}.")
         _check_targets(train_dataset["target"], reward_function)
@@ -216,6 +234,9 @@ class ReinforceTrainer(Trainer):
         )
         self.environment = environment
         self.reward_function = reward_function
+        self.ref_model = None
+        if args.kl_coef > 0:
+            self.ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
         self.sampling_config = reverse_generation_config(
             processing_class, args.max_input_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
             num_return_sequences=args.num_samples,
@@ -236,7 +257,12 @@ class ReinforceTrainer(Trainer):
         rewards = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device).view(-1, num_samples)
         log_probs = sequence_log_probs(model, input_ids, attention_mask, samples, self.sampling_config)
         log_probs = log_probs.view(-1, num_samples)
-        loss = reinforce_loss(log_probs, rewards, self.args.baseline)
+        shaped_rewards = rewards
+        if self.ref_model is not None:
+            kl = self._kl_estimates(model, input_ids, attention_mask, samples).view(-1, num_samples)
+            shaped_rewards = rewards - self.args.kl_coef * kl
+            self._metrics["kl"].append(self.accelerator.gather(kl).mean().item())
+        loss = reinforce_loss(log_probs, shaped_rewards, self.args.baseline)
 
         all_rewards = self.accelerator.gather(rewards)
         queries = torch.tensor([self.environment.num_queries - queries_before], device=input_ids.device)
@@ -254,17 +280,17 @@ class ReinforceTrainer(Trainer):
 
     def _sample_inputs(self, model, inputs) -> torch.LongTensor:
         """N inputs per target drawn from π_θ(·|O*) (Section 4.2.3: "chosen by stochastic sampling"), dropout off."""
-        policy = self.accelerator.unwrap_model(model)
-        was_training = policy.training
-        policy.eval()
-        try:
-            with torch.no_grad():
-                return policy.generate(
-                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    generation_config=self.sampling_config,
-                )
-        finally:
-            policy.train(was_training)
+        with evaluation_mode(self.accelerator.unwrap_model(model)) as policy, torch.no_grad():
+            return policy.generate(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                generation_config=self.sampling_config,
+            )
+
+    def _kl_estimates(self, model, input_ids, attention_mask, samples) -> torch.Tensor:
+        """log π_θ(I|O*) - log π_ref(I|O*) per sample, both with dropout off (not differentiated: a reward term)."""
+        with evaluation_mode(self.accelerator.unwrap_model(model)) as policy, torch.no_grad():
+            return (sequence_log_probs(policy, input_ids, attention_mask, samples, self.sampling_config)
+                    - sequence_log_probs(self.ref_model, input_ids, attention_mask, samples, self.sampling_config))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         try:
