@@ -313,8 +313,8 @@ def evaluate_attacks(pretrained_dir: str | Path, reinforced_dir: str | Path, out
     """Section 5.2 on the chitchat test split; writes `results.json`, `figure2.png`, `tables.md` and one JSONL of
     found inputs per (target list, method) into `output_dir`. Methods: Pre-trained Greedy, RL Greedy and RL
     BeamSearch(N) for each N of `beam_sizes`, and Pre-trained BeamSearch(N) for each N of `pretrained_beam_sizes`
-    (not in the paper: what RL adds to beam search); for Real targets also Real Input (D's reply to the message the human
-    response answered). The similarity is the reward without its 0.5 clamp."""
+    (not in the paper: what RL adds to beam search); for Real targets also Real Input (D's reply to the message the
+    human response answered). The similarity is the reward without its 0.5 clamp."""
     output_dir = Path(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} is not empty; choose another directory or pass --overwrite.")

@@ -14,7 +14,6 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
-
 @contextmanager
 def evaluation_mode(model):
     """Dropout off while a trainer's model generates or scores its own samples; the previous mode afterwards."""
@@ -24,6 +23,7 @@ def evaluation_mode(model):
         yield model
     finally:
         model.train(was_training)
+
 
 class ConversationTrainer(Trainer):
     """Trainer for the LSTM dialogue models; adds `eval_perplexity` (token-level, pads excluded) to evaluation,
