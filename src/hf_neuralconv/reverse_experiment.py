@@ -16,6 +16,7 @@ The attack setup (`AttackSetupArguments`: which chatbot, how its replies are sco
 ever calls the chatbot with texts (`attacks.environments`).
 """
 
+import copy
 import json
 import random
 import time
@@ -265,8 +266,9 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
     if run_args.max_targets is not None:
         targets = targets[: run_args.max_targets]
     model, tokenizer = load_model_dir(generator_dir)
-    # π_ref of the KL penalty: the generator as pre-trained, also when a resumed run's policy has moved away from it.
-    ref_model = load_model_dir(generator_dir)[0] if training_args.kl_coef > 0 else None
+    # π_ref of the KL penalty: a frozen copy of the generator as pre-trained (taken before any training, so also a
+    # resumed run, whose policy is then loaded from its checkpoint, measures its drift from the pre-trained one).
+    ref_model = copy.deepcopy(model) if training_args.kl_coef > 0 else None
     environment = setup.make_environment()
     trainer = ReinforceTrainer(model, training_args, environment, reward,
                                datasets.Dataset.from_dict({"target": targets}), tokenizer, ref_model=ref_model)
