@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import datasets
+from tqdm.auto import tqdm
 
 from ..chat import load_model_dir
 from ..pipelines import ConversationalPipeline
@@ -296,13 +297,14 @@ class GradioEnvironment(DialogueEnvironment):
 
 
 def build_reference_corpus(environment: DialogueEnvironment, messages: Sequence[str],
-                           batch_size: int = 64) -> datasets.Dataset:
+                           batch_size: int = 64, progress: bool = True) -> datasets.Dataset:
     """The reference corpus of Liu et al. (2019, Section 5.1.2): real messages (e.g. the training split's
     `message` column) fed to the environment, kept as (output -> input) pairs.
 
     Returns a `Dataset` with columns `output` (D's reply: the reverse generator's source) and `input` (the message:
     its target). Messages are stripped, empty and repeated ones are sent once; a pair whose reply is empty (with
-    `accept_empty_replies=True`) is dropped, since it cannot be a target.
+    `accept_empty_replies=True`) is dropped, since it cannot be a target. `progress` shows a tqdm bar over the
+    messages (tens of thousands of queries take minutes).
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
@@ -310,7 +312,10 @@ def build_reference_corpus(environment: DialogueEnvironment, messages: Sequence[
     if not unique:
         raise ValueError("No messages to build a reference corpus from (all are empty or not text).")
     outputs = []
-    for start in range(0, len(unique), batch_size):
-        outputs += environment(unique[start : start + batch_size])
+    with tqdm(total=len(unique), desc="Querying the chatbot", unit="message", disable=not progress) as bar:
+        for start in range(0, len(unique), batch_size):
+            batch = unique[start : start + batch_size]
+            outputs += environment(batch)
+            bar.update(len(batch))
     kept = [(output, message) for output, message in zip(outputs, unique, strict=True) if output]
     return datasets.Dataset.from_dict({"output": [pair[0] for pair in kept], "input": [pair[1] for pair in kept]})
