@@ -35,6 +35,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     DataCollatorForSeq2Seq,
     GenerationConfig,
@@ -371,7 +372,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
            reward_function: RewardFunction, targets: Sequence[str], num_beams: int = 1, max_input_tokens: int = 24,
-           max_target_tokens: int = 32, batch_size: int = 8, results_file: str | Path | None = None) -> list[dict]:
+           max_target_tokens: int = 32, batch_size: int = 8, results_file: str | Path | None = None,
+           progress: bool = True) -> list[dict]:
     """Craft an input for each target (Section 5.1.2, "Decoding"): greedy decoding (`num_beams=1`), or beam search
     whose `num_beams` best candidates are all sent to the environment, the one with the highest reward kept
     ("RL BeamSearch(N)"). Returns one record per distinct target: `{"target", "trigger", "output", "reward"}`.
@@ -379,6 +381,7 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environme
     For Figure 2 / Table 1 numbers pass a reward with `threshold=-1`, so that `reward` is the similarity itself.
     With `results_file` (JSONL), each batch's records are appended as soon as they are found and targets already in
     the file are not attacked again: an interrupted attack (e.g. the environment went down) resumes where it stopped.
+    `progress` shows a tqdm bar over the targets.
     """
     if num_beams < 1 or batch_size < 1:
         raise ValueError(f"`num_beams` and `batch_size` must be >= 1, got {num_beams} and {batch_size}.")
@@ -394,28 +397,30 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environme
     collator = TargetCollator(tokenizer, max_target_tokens)
     model.eval()
     pending = [target for target in targets if target not in done]
-    for start in range(0, len(pending), batch_size):
-        batch_targets = pending[start : start + batch_size]
-        batch = collator([{"target": target} for target in batch_targets])
-        with torch.no_grad():
-            sequences = model.generate(
-                input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device),
-                generation_config=generation_config,
-            )
-        candidates = _decode_inputs(tokenizer, sequences)
-        candidate_targets = [target for target in batch_targets for _ in range(num_beams)]
-        rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
-        found = []
-        for row, target in enumerate(batch_targets):
-            span = range(row * num_beams, (row + 1) * num_beams)
-            best = max(span, key=lambda index: rewards[index])  # the first (best-scored beam) among ties
-            found.append({"target": target, "trigger": candidates[best], "output": outputs[best],
-                          "reward": rewards[best]})
-        if results_path is not None:
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            with results_path.open("a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in found)
-        records += found
+    decoding_name = f"beam search ({num_beams})" if num_beams > 1 else "greedy"
+    with tqdm(total=len(pending), desc=f"Attacking, {decoding_name}", unit="target", disable=not progress) as bar:
+        for start in range(0, len(pending), batch_size):
+            batch_targets = pending[start : start + batch_size]
+            batch = collator([{"target": target} for target in batch_targets])
+            with torch.no_grad():
+                sequences = model.generate(input_ids=batch["input_ids"].to(model.device),
+                                           attention_mask=batch["attention_mask"].to(model.device),
+                                           generation_config=generation_config)
+            candidates = _decode_inputs(tokenizer, sequences)
+            candidate_targets = [target for target in batch_targets for _ in range(num_beams)]
+            rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
+            found = []
+            for row, target in enumerate(batch_targets):
+                span = range(row * num_beams, (row + 1) * num_beams)
+                best = max(span, key=lambda index: rewards[index])  # the first (best-scored beam) among ties
+                found.append({"target": target, "trigger": candidates[best], "output": outputs[best],
+                              "reward": rewards[best]})
+            if results_path is not None:
+                results_path.parent.mkdir(parents=True, exist_ok=True)
+                with results_path.open("a", encoding="utf-8") as handle:
+                    handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in found)
+            records += found
+            bar.update(len(batch_targets))
     by_target = {record["target"]: record for record in records}
     return [by_target[target] for target in targets]
 
