@@ -280,7 +280,8 @@ def red_team(pipe: ConversationalPipeline, lock: threading.Lock, target: str, tr
         for done, beams in enumerate((1, max(int(num_beams), 2))):
             report((int(num_restarts) + done, steps), desc=f"reverse generator: {'greedy' if beams == 1 else 'beam'}")
             try:
-                record = attack(generator, generator_tokenizer, environment, reward, [target], num_beams=beams)[0]
+                record = attack(generator, generator_tokenizer, environment, reward, [target], num_beams=beams,
+                                progress=False)[0]
             except (ValueError, EnvironmentQueryError) as error:  # e.g. no word of the target has a word vector
                 notes.append(f"The reverse generator was not run: {error}")
                 break

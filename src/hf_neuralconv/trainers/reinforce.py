@@ -370,6 +370,26 @@ def _read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def _best_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
+                 reward_function: RewardFunction, targets: Sequence[str], collator: TargetCollator,
+                 generation_config: GenerationConfig, num_beams: int) -> list[dict]:
+    """One batch of `attack`: decode `num_beams` inputs per target, send them all to the environment, keep the best."""
+    batch = collator([{"target": target} for target in targets])
+    with torch.no_grad():
+        sequences = model.generate(input_ids=batch["input_ids"].to(model.device),
+                                   attention_mask=batch["attention_mask"].to(model.device),
+                                   generation_config=generation_config)
+    candidates = _decode_inputs(tokenizer, sequences)
+    candidate_targets = [target for target in targets for _ in range(num_beams)]
+    rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
+    found = []
+    for row, target in enumerate(targets):
+        span = range(row * num_beams, (row + 1) * num_beams)
+        best = max(span, key=lambda index: rewards[index])  # the first (best-scored beam) among ties
+        found.append({"target": target, "trigger": candidates[best], "output": outputs[best], "reward": rewards[best]})
+    return found
+
+
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
            reward_function: RewardFunction, targets: Sequence[str], num_beams: int = 1, max_input_tokens: int = 24,
            max_target_tokens: int = 32, batch_size: int = 8, results_file: str | Path | None = None,
@@ -397,26 +417,15 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environme
     collator = TargetCollator(tokenizer, max_target_tokens)
     model.eval()
     pending = [target for target in targets if target not in done]
+    if results_path is not None:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
     decoding_name = f"beam search ({num_beams})" if num_beams > 1 else "greedy"
     with tqdm(total=len(pending), desc=f"Attacking, {decoding_name}", unit="target", disable=not progress) as bar:
         for start in range(0, len(pending), batch_size):
             batch_targets = pending[start : start + batch_size]
-            batch = collator([{"target": target} for target in batch_targets])
-            with torch.no_grad():
-                sequences = model.generate(input_ids=batch["input_ids"].to(model.device),
-                                           attention_mask=batch["attention_mask"].to(model.device),
-                                           generation_config=generation_config)
-            candidates = _decode_inputs(tokenizer, sequences)
-            candidate_targets = [target for target in batch_targets for _ in range(num_beams)]
-            rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
-            found = []
-            for row, target in enumerate(batch_targets):
-                span = range(row * num_beams, (row + 1) * num_beams)
-                best = max(span, key=lambda index: rewards[index])  # the first (best-scored beam) among ties
-                found.append({"target": target, "trigger": candidates[best], "output": outputs[best],
-                              "reward": rewards[best]})
+            found = _best_inputs(model, tokenizer, environment, reward_function, batch_targets, collator,
+                                 generation_config, num_beams)
             if results_path is not None:
-                results_path.parent.mkdir(parents=True, exist_ok=True)
                 with results_path.open("a", encoding="utf-8") as handle:
                     handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in found)
             records += found
