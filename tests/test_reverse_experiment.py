@@ -25,6 +25,7 @@ from hf_neuralconv.reverse_experiment import (
     pretrain,
     read_reference_corpus,
     reinforce,
+    reinforce_targets,
     success_rates,
     word_count,
 )
@@ -44,6 +45,23 @@ def test_success_rates_word_counts_and_length_buckets():
     assert buckets["7-10"] == ["one two three four five six seven"]  # 11 words fit no bucket
     assert sorted(bucket_targets(texts, 5, seed=0)["1-3"]) == ["oh yes", "yes"]  # each text once
     assert bucket_targets(texts, 1, seed=3) == bucket_targets(texts, 1, seed=3)
+
+
+def test_reinforce_target_sampling():
+    """Hand-counted: 'frequency' keeps duplicates (the paper's 160K outputs), 'distinct' each reply once,
+    'length-balanced' repeats each length bucket's distinct replies up to the largest bucket and drops 11+ words."""
+    outputs = ["yes", "yes", "i agree", "i like cats a lot", "yes", "a b c d e f g h i j k"]
+    assert sorted(reinforce_targets(outputs, "frequency", seed=0)) == sorted(outputs)
+    assert sorted(reinforce_targets(outputs, "distinct", seed=0)) == sorted(set(outputs))
+    assert sorted(reinforce_targets(outputs, "length-balanced", seed=0)) == sorted(
+        ["yes", "i agree", "i like cats a lot", "i like cats a lot"])  # 1-3: 2 replies; 4-6: 1, twice; 7-10: none
+    order = reinforce_targets(outputs, "frequency", seed=1)
+    assert order == reinforce_targets(outputs, "frequency", seed=1)  # seeded
+    assert reinforce_targets(outputs, "frequency", seed=1, max_targets=2) == order[:2]
+    with pytest.raises(ValueError, match="target_sampling.*length-balanced"):
+        ReinforceRunArguments(target_sampling="balanced")
+    with pytest.raises(ValueError, match="max_targets"):
+        ReinforceRunArguments(max_targets=0)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +139,7 @@ def test_a_reused_reference_corpus_costs_no_query(experiment):
 def test_reinforce_logs_rewards_and_counts_queries(experiment):
     root, _, _, results = experiment
     assert results["steps"] == 2
+    assert results["target_sampling"] == "distinct" and results["distinct_targets"] == results["targets"]
     # Every step sends at most batch x N distinct inputs; the log's count is the environment's.
     assert 0 < results["env_queries"] <= 2 * 4 * 3 and results["last_logged"]["env_queries"] == results["env_queries"]
     assert (root / "rl" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"

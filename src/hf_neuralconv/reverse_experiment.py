@@ -59,6 +59,7 @@ WORD_VECTORS_CACHE = Path.home() / ".cache" / "hf-neuralconv" / "word2vec"
 # Section 5.2's length groups of target outputs (words: tokens with a letter or digit).
 LENGTH_BUCKETS = ((1, 3), (4, 6), (7, 10))
 THRESHOLDS = tuple(round(0.5 + 0.05 * step, 2) for step in range(11))  # Figure 2's x axis, 0.5 ... 1.0
+TARGET_SAMPLINGS = ("distinct", "frequency", "length-balanced")
 REINFORCE_CURVES = ("reward", "success_rate", "distinct_inputs", "env_queries", "loss")
 # Targets x beams decoded in one `generate` call of a beam attack (memory), and targets per greedy call.
 BEAM_ROWS = 800
@@ -170,6 +171,19 @@ class ReinforceRunArguments:
     generator: str = field(default="outputs/reverse-generator/pretrained",
                            metadata={"help": "A `reverse-pretrain` output directory."})
     max_targets: int | None = field(default=None, metadata={"help": "Use a seeded sample of this many targets."})
+    target_sampling: str = field(
+        default="distinct",
+        metadata={"help": "Which reference outputs are targets, how often: 'distinct' (each once), 'frequency' (every "
+                          "output, duplicates included: the paper's 160K), 'length-balanced' (the distinct outputs of "
+                          "Section 5.2's length buckets, each bucket as often as the largest; longer ones left out)."},
+    )
+
+    def __post_init__(self):
+        if self.target_sampling not in TARGET_SAMPLINGS:
+            raise ValueError(f"`target_sampling` must be one of {', '.join(TARGET_SAMPLINGS)}; got "
+                             f"{self.target_sampling!r}.")
+        if self.max_targets is not None and self.max_targets < 1:
+            raise ValueError(f"`max_targets` must be at least 1, got {self.max_targets}.")
 
 
 def word_count(text: str) -> int:
@@ -249,9 +263,30 @@ def _scorable(targets, reward: EmbeddingSimilarityReward) -> list[str]:
     return kept
 
 
+def reinforce_targets(outputs: Sequence[str], sampling: str, seed: int, max_targets: int | None = None) -> list[str]:
+    """The RL training targets drawn from the reference corpus' outputs (all scorable), in a seeded order.
+
+    'frequency' keeps every output (Section 5.1.2: "the 160K outputs in the reference corpus"), so D's generic
+    replies dominate; 'distinct' takes each once, so long, rare replies dominate (few of D's replies are short);
+    'length-balanced' repeats the distinct outputs of each of `LENGTH_BUCKETS` round-robin until every bucket has as
+    many as the largest, so each length is trained as often. `max_targets` keeps the first ones of the order."""
+    rng = random.Random(seed)
+    if sampling == "frequency":
+        targets = list(outputs)
+    elif sampling == "distinct":
+        targets = list(dict.fromkeys(outputs))
+    else:
+        buckets = [[text for text in dict.fromkeys(outputs) if low <= word_count(text) <= high]
+                   for low, high in LENGTH_BUCKETS]
+        largest = max(len(bucket) for bucket in buckets)
+        targets = [bucket[index % len(bucket)] for bucket in buckets if bucket for index in range(largest)]
+    rng.shuffle(targets)
+    return targets[:max_targets]
+
+
 def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -> dict:
     """REINFORCE training of a pre-trained generator against its D (Section 4.2); the reference corpus' outputs
-    (distinct, scorable by the reward) are the targets."""
+    scorable by the reward are the targets, sampled as `run_args.target_sampling` says."""
     check_output_dir(training_args)
     started = time.time()
     generator_dir = Path(run_args.generator)
@@ -260,11 +295,13 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
     if not corpus_path.is_file():
         raise FileNotFoundError(f"{corpus_path}: missing; the generator must come from `reverse-pretrain`.")
     reward = setup.make_reward()
-    outputs = list(dict.fromkeys(read_reference_corpus(corpus_path)["output"]))
-    targets = _scorable(outputs, reward)
-    random.Random(training_args.seed).shuffle(targets)
-    if run_args.max_targets is not None:
-        targets = targets[: run_args.max_targets]
+    outputs = read_reference_corpus(corpus_path)["output"]
+    scorable = set(_scorable(dict.fromkeys(outputs), reward))  # each distinct reply checked once
+    outputs = [text for text in outputs if text in scorable]
+    targets = reinforce_targets(outputs, run_args.target_sampling, training_args.seed, run_args.max_targets)
+    if not targets:
+        raise ValueError(f"{corpus_path}: no reference output is a target under target_sampling="
+                         f"{run_args.target_sampling!r} (none the reward can score, or none of 1-10 words).")
     model, tokenizer = load_model_dir(generator_dir)
     # π_ref of the KL penalty: a frozen copy of the generator as pre-trained (taken before any training, so also a
     # resumed run, whose policy is then loaded from its checkpoint, measures its drift from the pre-trained one).
@@ -282,7 +319,9 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
     logged = [entry for entry in trainer.state.log_history if "reward" in entry]
     results = {
         "targets": len(targets),
-        "distinct_reference_outputs": len(outputs),
+        "distinct_targets": len(set(targets)),
+        "target_sampling": run_args.target_sampling,
+        "distinct_reference_outputs": len(set(outputs)),
         "steps": trainer.state.global_step,
         "first_logged": logged[0] if logged else None,
         "last_logged": logged[-1] if logged else None,
