@@ -7,9 +7,12 @@ JSON says which, `model`). Eval mode for the search.
 
 * gibbs-enum (Appendix A, Algorithm 3): `--targets` targets of the paper's 0.5k training list
   (`../shared/data/malicious_targets/train_500_cp1.txt`, or `--targets-file`), trigger length 15, G = 100, one
-  sweep, one restart, seed 0. `batched`: the G candidates of one position of all targets in one forward pass
-  (`gibbs_enum`'s default); `one_by_one`: `candidate_batch_size=1`, every candidate its own forward pass. Both
-  must find the same triggers from the same seed (`same_triggers`). Bar: batched >= 20 x faster.
+  sweep, one restart, seed 0. `batched`: `gibbs_enum`'s default, the G candidates of one position of all targets
+  in one forward pass, the words before the position read once per trigger (`reuse_prefix`); `one_by_one`:
+  `candidate_batch_size=1, reuse_prefix=False`, every candidate its own forward pass over its whole source (the
+  naive scorer); and, to show what each part buys, `batched_whole_sources` (`reuse_prefix=False`) and
+  `one_by_one_reusing_prefix` (`candidate_batch_size=1`). All must find the same triggers from the same seed
+  (`same_triggers`). Bar: batched >= 20 x faster than one_by_one.
 * Steps: the same real chitchat training batches (a seeded pool of the train split taken in order) and the same
   optimisation (SGD, lr 0.001, constant, clipping 5, bf16 autocast: recipes/negative_training/frequent.yaml),
   each negative step against an MLE step (`ConversationTrainer`) on mini-batches of its paper's size:
@@ -65,6 +68,12 @@ SEARCH_RATIO_BAR = 20.0  # batched >= 20 x faster than one by one
 STEP_RATIO_BAR = 2.5  # a negative-training step <= 2.5 x an MLE step
 STEP_VARIANTS = ("mle", "negative_frequent", "mle_malicious_batch", "negative_malicious")
 BASELINE = {"negative_frequent": "mle", "negative_malicious": "mle_malicious_batch"}  # same batch size
+SEARCH_VARIANTS = {  # gibbs_enum settings of each timed search
+    "batched": {},
+    "batched_whole_sources": {"reuse_prefix": False},
+    "one_by_one": {"candidate_batch_size": 1, "reuse_prefix": False},
+    "one_by_one_reusing_prefix": {"candidate_batch_size": 1},
+}
 
 
 def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
@@ -77,12 +86,11 @@ def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
     return AutoModelForSeq2SeqLM.from_pretrained(model_dir), tokenizer, model_dir, str(model_dir.relative_to(ROOT))
 
 
-def time_search(model, tokenizer, targets, opts, candidate_batch_size):
+def time_search(model, tokenizer, targets, opts, variant):
     started = time.perf_counter()
     result = gibbs_enum(model, tokenizer, targets, trigger_length=opts.trigger_length,
                         num_candidates=opts.num_candidates, max_sweeps=1, num_restarts=1,
-                        targets_per_batch=len(targets), candidate_batch_size=candidate_batch_size, seed=0,
-                        progress=False)
+                        targets_per_batch=len(targets), seed=0, progress=False, **SEARCH_VARIANTS[variant])
     return time.perf_counter() - started, result.triggers
 
 
@@ -176,16 +184,17 @@ def main(argv=None) -> dict:
         range((opts.warmup_steps + opts.timed_steps) * max(opts.batch_size, opts.malicious_batch_size)))
     train_set = tokenize_dataset(pool, tokenizer, data_args, truncate_target=True)
 
-    search = {"batched": [], "one_by_one": []}
+    search = {name: [] for name in SEARCH_VARIANTS}
     triggers = {}
     model.eval()
-    for name, chunk in (("batched", None), ("one_by_one", 1)):  # untimed warm-up on one target
-        time_search(model, tokenizer, targets[:1], opts, chunk)
+    for name in SEARCH_VARIANTS:  # untimed warm-up on one target
+        time_search(model, tokenizer, targets[:1], opts, name)
     for rep in range(opts.repeats):
-        for name, chunk in (("batched", None), ("one_by_one", 1)):
-            seconds, triggers[name] = time_search(model, tokenizer, targets, opts, chunk)
+        for name in SEARCH_VARIANTS:
+            seconds, found = time_search(model, tokenizer, targets, opts, name)
+            triggers.setdefault(name, []).append(found)
             search[name].append(seconds)
-            print(f"  rep {rep} gibbs-enum {name:<10} {seconds:8.2f} s", flush=True)
+            print(f"  rep {rep} gibbs-enum {name:<26} {seconds:8.2f} s", flush=True)
 
     steps = {variant: [] for variant in STEP_VARIANTS}
     with tempfile.TemporaryDirectory() as scratch:
@@ -199,7 +208,11 @@ def main(argv=None) -> dict:
                 print(f"  rep {rep} step {variant:<20} {measured['ms_per_step']:8.0f} ms/step", flush=True)
 
     search_summary = {name: {"seconds_runs": runs, "seconds_median": median(runs)} for name, runs in search.items()}
-    speedup = search_summary["one_by_one"]["seconds_median"] / search_summary["batched"]["seconds_median"]
+    batched_seconds = search_summary["batched"]["seconds_median"]
+    for name, summary in search_summary.items():
+        summary["over_batched"] = summary["seconds_median"] / batched_seconds
+    speedup = search_summary["one_by_one"]["over_batched"]
+    same_triggers = all(found == triggers["batched"][0] for runs in triggers.values() for found in runs)
     step_summary = {variant: {"ms_per_step_runs": [m["ms_per_step"] for m in runs],
                               "ms_per_step_median": median(m["ms_per_step"] for m in runs),
                               "negative_rows_per_step": runs[-1]["negative_rows_per_step"]}
@@ -209,7 +222,7 @@ def main(argv=None) -> dict:
                                                  / step_summary[baseline]["ms_per_step_median"])
     bars = {"gibbs_enum_batched_at_least_20x_one_by_one": {
         "value": speedup, "threshold": SEARCH_RATIO_BAR,
-        "meets_bar": speedup >= SEARCH_RATIO_BAR and triggers["batched"] == triggers["one_by_one"]}}
+        "meets_bar": speedup >= SEARCH_RATIO_BAR and same_triggers}}
     for variant in BASELINE:
         ratio = step_summary[variant]["ratio_to_mle"]
         bars[f"{variant}_step_at_most_2.5x_mle"] = {"value": ratio, "threshold": STEP_RATIO_BAR,
@@ -222,8 +235,7 @@ def main(argv=None) -> dict:
         "model_random_weights": model_dir is None,
         "tokenizer": tokenizer_source if model_dir is None else model_source,
         "config": {key: value for key, value in vars(opts).items() if key not in ("output", "model")},
-        "gibbs_enum": {**search_summary, "speedup": speedup,
-                       "same_triggers": triggers["batched"] == triggers["one_by_one"],
+        "gibbs_enum": {**search_summary, "speedup": speedup, "same_triggers": same_triggers,
                        "rows_per_batched_pass": len(targets) * opts.num_candidates},
         "steps": step_summary,
         "bars": bars,
@@ -231,8 +243,8 @@ def main(argv=None) -> dict:
     }
     path = write_results("negative_training", payload, opts.output)
     print_table(["measurement", "median", "ratio"],
-                [["gibbs-enum batched (s)", search_summary["batched"]["seconds_median"], 1.0],
-                 ["gibbs-enum one by one (s)", search_summary["one_by_one"]["seconds_median"], speedup]]
+                [[f"gibbs-enum {name} (s)", summary["seconds_median"], summary["over_batched"]]
+                 for name, summary in search_summary.items()]
                 + [[f"step {variant} (ms)", step_summary[variant]["ms_per_step_median"],
                     step_summary[variant].get("ratio_to_mle", 1.0)] for variant in STEP_VARIANTS])
     print(f"same triggers: {payload['gibbs_enum']['same_triggers']}; written to {path}")

@@ -10,7 +10,7 @@ from conftest import tiny_model
 from test_mmi import tiny_lm
 
 from hf_neuralconv.attacks import gibbs_enum, score_pairs, trigger_prefix
-from hf_neuralconv.attacks.gibbs_enum import candidate_scores, trigger_loss
+from hf_neuralconv.attacks.gibbs_enum import candidate_scores, encode_prefix, trigger_loss
 from hf_neuralconv.attacks.hits import pad_ids, trigger_vocabulary
 
 PLANTED_TRIGGER, PLANTED_TARGET, GENERIC_REPLY = "coffee night tea", "bad day", "fine thanks"
@@ -73,11 +73,13 @@ def test_finds_the_planted_trigger(tiny_tokenizer):
     assert tiny_tokenizer.convert_ids_to_tokens(result.triggers[0]) == PLANTED_TRIGGER.split()
     assert result.scores.greedy.item() and result.scores.avg_log_prob.item() > -0.1
     assert result.losses.item() == pytest.approx(-result.scores.avg_log_prob.item(), abs=1e-5)
-    # Scoring the candidates one forward pass each walks the same path from the same seed.
-    one_by_one = gibbs_enum(model, tiny_tokenizer, [target], trigger_length=3, num_candidates=5, num_restarts=5,
-                            candidate_batch_size=1, progress=False)
-    assert one_by_one.triggers == result.triggers
-    torch.testing.assert_close(one_by_one.losses, result.losses)
+    # Scoring the candidates one forward pass each, with or without the shared reading of the words before the
+    # position, walks the same path from the same seed.
+    for reuse_prefix in (True, False):
+        one_by_one = gibbs_enum(model, tiny_tokenizer, [target], trigger_length=3, num_candidates=5, num_restarts=5,
+                                candidate_batch_size=1, reuse_prefix=reuse_prefix, progress=False)
+        assert one_by_one.triggers == result.triggers
+        torch.testing.assert_close(one_by_one.losses, result.losses)
 
 
 def test_batched_candidate_scoring_equals_one_by_one(tiny_tokenizer):
@@ -102,6 +104,51 @@ def test_batched_candidate_scoring_equals_one_by_one(tiny_tokenizer):
     lm_log_probs = lm(input_ids=torch.tensor([lm_tokens[:-1]])).logits.log_softmax(-1)[0]
     input_term = -lm_log_probs[torch.arange(5), lm_tokens[1:]].mean()
     assert batched[0].item() == pytest.approx((output_term + 0.7 * input_term).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_reading_on_from_an_encoded_prefix_equals_reading_whole_sources(tiny_tokenizer, num_layers):
+    """The words before the changed position read once (`encode_prefix`) and the rest read on from that state give
+    the whole-source loss and one-hot gradient, for every position, also with repeated readings (candidates)."""
+    model, lm = tiny_model(tiny_tokenizer, num_layers=num_layers), tiny_lm(tiny_tokenizer)
+    prefix = torch.tensor(trigger_prefix(tiny_tokenizer))
+    allowed = trigger_vocabulary(tiny_tokenizer)
+    triggers = allowed[torch.randint(len(allowed), (3, 4), generator=torch.Generator().manual_seed(2))]
+    labels = pad_ids([target_ids(tiny_tokenizer, text) for text in ("bad day", "hi", "you are bad")], -100, "cpu")
+    for position in range(4):
+        encoded = encode_prefix(model, prefix, triggers, position)
+        assert encoded.length == prefix.numel() + position
+        for lambda_in in (0.0, 0.5):
+            whole = candidate_scores(model, prefix, triggers, labels, position, lm, lambda_in)
+            read_on = candidate_scores(model, prefix, triggers, labels, position, lm, lambda_in, encoded)
+            for expected, actual in zip(whole, read_on):
+                torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+        rows = torch.tensor([2, 2, 0, 1])  # candidate rows: each reads on from its trigger's reading
+        candidates = triggers[rows].clone()
+        candidates[:, position] = allowed[:4]
+        with torch.no_grad():
+            read_on = trigger_loss(model, prefix, candidates, labels[rows], encoded=encoded.rows(rows))
+            torch.testing.assert_close(read_on, trigger_loss(model, prefix, candidates, labels[rows]),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_prefix_reuse_only_where_the_encoder_reads_left_to_right(tiny_tokenizer):
+    """A bidirectional encoder's outputs before the position depend on the words after it: nothing is shared, and
+    the encoder refuses a starting state; the search then reads whole sources and finds what it finds without reuse."""
+    model = tiny_model(tiny_tokenizer, bidirectional_encoder=True)
+    triggers = torch.tensor([[9, 15, 24]])
+    assert encode_prefix(model, torch.tensor(trigger_prefix(tiny_tokenizer)), triggers, 1) is None
+    state = torch.zeros(1, 1, 8)
+    with pytest.raises(ValueError, match="bidirectional encoder cannot continue"):
+        model.get_encoder()(triggers, initial_state=(state, state))
+    assert encode_prefix(tiny_model(tiny_tokenizer), torch.tensor([], dtype=torch.long), triggers, 0) is None
+    target = [target_ids(tiny_tokenizer, "bad day")]
+    settings = dict(trigger_length=3, num_candidates=4, num_restarts=2, max_sweeps=2, progress=False)
+    for model in (model, tiny_model(tiny_tokenizer)):
+        reused = gibbs_enum(model, tiny_tokenizer, target, **settings)
+        whole = gibbs_enum(model, tiny_tokenizer, target, reuse_prefix=False, **settings)
+        assert reused.triggers == whole.triggers
+        torch.testing.assert_close(reused.losses, whole.losses)
 
 
 @pytest.mark.parametrize("lambda_in", [0.0, 0.5])

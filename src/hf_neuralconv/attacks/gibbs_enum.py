@@ -14,9 +14,11 @@ G = 100, T = 5, R = 5, lambda_in = 1 for io hits and 0 otherwise.
 
 Batching: the R restarts of `targets_per_batch` targets are searched together; the G candidates of one position
 of all of them are scored in one forward pass (`targets_per_batch * R * G` rows), so `targets_per_batch` trades
-memory for speed. The gradient with respect to the one-hot x_t is E x dL/de_t (e_t the embedding of x_t, E the
-embedding matrix), plus, through the LM, the log-probability the LM gives each word at t. Special tokens are
-never candidates, nor is the current word.
+memory for speed. A candidate differs from its trigger at position t only, so a left-to-right LSTM encoder reads
+the words before t once per trigger (`EncodedPrefix`), and the gradient pass and the G candidates read on from
+there: on average half the encoder's work. The gradient with respect to the one-hot x_t is E x dL/de_t (e_t the
+embedding of x_t, E the embedding matrix), plus, through the LM, the log-probability the LM gives each word at t.
+Special tokens are never candidates, nor is the current word.
 """
 
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation.checks import check_eval_mode, check_same_vocabulary
+from ..models.lstm.modeling_lstm import LSTMEncoder, LSTMEncoderOutput
 from .hits import (
     PairScores,
     input_log_probs,
@@ -59,6 +62,58 @@ def embedding_leaf(embedding: nn.Embedding, only_for: torch.Tensor | None = None
         handle.remove()
 
 
+@dataclass
+class EncodedPrefix:
+    """A left-to-right LSTM encoder's reading of the first `length` source tokens of some rows: its outputs there
+    (attention memory) and its state after them, from which the rest of each row is read."""
+
+    outputs: torch.Tensor  # (rows, length, hidden)
+    hidden: torch.Tensor  # (layers, rows, hidden), nn.LSTM's layout
+    cell: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.outputs.size(1)
+
+    def rows(self, index: torch.LongTensor) -> "EncodedPrefix":
+        """The readings of rows `index` (repeated as often as they appear)."""
+        return EncodedPrefix(self.outputs[index], self.hidden[:, index], self.cell[:, index])
+
+
+@torch.no_grad()
+def encode_prefix(model: PreTrainedModel, prefix: torch.LongTensor, triggers: torch.LongTensor,
+                  position: int) -> EncodedPrefix | None:
+    """The encoder's reading of `prefix` and the words of `triggers` before `position` (none of them changes while
+    position `position` is searched); None where that cannot be shared: an empty reading, or an encoder that does
+    not read left to right (bidirectional, or not an `LSTMEncoder`)."""
+    encoder = model.get_encoder()
+    if prefix.numel() + position == 0 or not isinstance(encoder, LSTMEncoder) or encoder.config.bidirectional_encoder:
+        return None
+    read = encoder(torch.cat([prefix.expand(triggers.size(0), -1), triggers[:, :position]], dim=1))
+    return EncodedPrefix(read.last_hidden_state, read.final_hidden.transpose(0, 1).contiguous(),
+                         read.final_cell.transpose(0, 1).contiguous())
+
+
+def output_loss(model: PreTrainedModel, sources: torch.LongTensor, labels: torch.LongTensor,
+                encoded: EncodedPrefix | None = None) -> torch.Tensor:
+    """-(1/m) sum_t log P(y_t | y_<t, x), Eq. 7's first term, per row. `sources` are whole sources, or with
+    `encoded` (one reading per row) the tokens after the encoded ones."""
+    if encoded is None:
+        log_probs, _ = target_log_probs(model, sources, torch.ones_like(sources), labels)
+    else:
+        rest = model.get_encoder()(sources, initial_state=(encoded.hidden, encoded.cell))
+        memory = torch.cat([encoded.outputs, rest.last_hidden_state], dim=1)
+        encoder_outputs = LSTMEncoderOutput(memory, rest.final_hidden, rest.final_cell)
+        log_probs, _ = target_log_probs(model, None, memory.new_ones(memory.shape[:2]), labels,
+                                        encoder_outputs=encoder_outputs)
+    return -log_probs.sum(dim=1) / labels.ne(-100).sum(dim=1)
+
+
+def _unread(prefix: torch.LongTensor, triggers: torch.LongTensor, encoded: EncodedPrefix | None) -> torch.LongTensor:
+    sources = torch.cat([prefix.expand(triggers.size(0), -1), triggers], dim=1)
+    return sources if encoded is None else sources[:, encoded.length :]
+
+
 def trigger_loss(
     model: PreTrainedModel,
     prefix: torch.LongTensor,
@@ -66,12 +121,12 @@ def trigger_loss(
     labels: torch.LongTensor,
     input_lm: PreTrainedModel | None = None,
     lambda_in: float = 0.0,
+    encoded: EncodedPrefix | None = None,
 ) -> torch.Tensor:
     """L(x; y) of Eq. 7 for every row of `triggers` (equal-length word ids) and `labels` (targets with `</s>`,
-    right-padded with -100): one forward pass of the model, and of the input LM when `lambda_in` > 0."""
-    sources = torch.cat([prefix.expand(triggers.size(0), -1), triggers], dim=1)
-    log_probs, _ = target_log_probs(model, sources, torch.ones_like(sources), labels)
-    loss = -log_probs.sum(dim=1) / labels.ne(-100).sum(dim=1)
+    right-padded with -100): one forward pass of the model (reading on from `encoded`, one reading per row, when
+    given), and of the input LM when `lambda_in` > 0."""
+    loss = output_loss(model, _unread(prefix, triggers, encoded), labels, encoded)
     if lambda_in:
         lengths = torch.full((triggers.size(0),), triggers.size(1), device=triggers.device)
         lm_log_probs, _ = input_log_probs(input_lm, triggers, lengths)
@@ -87,14 +142,15 @@ def candidate_scores(
     position: int,
     input_lm: PreTrainedModel | None = None,
     lambda_in: float = 0.0,
+    encoded: EncodedPrefix | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient of -L(x; y) with respect to the one-hot word at `position` of each trigger (Eq. 10), shape
-    (rows, vocabulary), and L itself; one forward and backward pass for all rows, model weights untouched."""
-    sources = torch.cat([prefix.expand(triggers.size(0), -1), triggers], dim=1)
+    (rows, vocabulary), and L itself; one forward and backward pass for all rows (from `encoded`, the reading of
+    the tokens before `position`, when given), model weights untouched."""
+    sources = _unread(prefix, triggers, encoded)
     with torch.enable_grad():
         with embedding_leaf(model.get_input_embeddings(), only_for=sources) as source_embeddings:
-            log_probs, _ = target_log_probs(model, sources, torch.ones_like(sources), labels)
-        loss = -log_probs.sum(dim=1) / labels.ne(-100).sum(dim=1)
+            loss = output_loss(model, sources, labels, encoded)
         leaves = [source_embeddings[0]]
         if lambda_in:
             lengths = torch.full((triggers.size(0),), triggers.size(1), device=triggers.device)
@@ -103,8 +159,10 @@ def candidate_scores(
             loss = loss - lambda_in * lm_log_probs.mean(dim=1)
             leaves.append(lm_embeddings[0])
         gradients = torch.autograd.grad(loss.sum(), leaves)
-    # d(-L)/d onehot[v] = -E[v] . dL/de: the source word sits after the prefix; the LM reads it after <s>.
-    scores = -gradients[0][:, prefix.numel() + position] @ model.get_input_embeddings().weight.T
+    # d(-L)/d onehot[v] = -E[v] . dL/de: the source word sits after the prefix (in what is read after `encoded`);
+    # the LM reads it after <s>.
+    word_index = prefix.numel() + position - (0 if encoded is None else encoded.length)
+    scores = -gradients[0][:, word_index] @ model.get_input_embeddings().weight.T
     if lambda_in:
         scores -= gradients[1][:, position + 1] @ input_lm.get_input_embeddings().weight.T
         # x_t is also the word the LM predicts at t: log P_LM(x_t | x_<t) is linear in the one-hot.
@@ -154,6 +212,7 @@ def gibbs_enum(
     init_from_lm: bool = False,
     targets_per_batch: int = 8,
     candidate_batch_size: int | None = None,
+    reuse_prefix: bool = True,
     seed: int = 0,
     progress: bool = True,
 ) -> TriggerSearchResult:
@@ -170,7 +229,10 @@ def gibbs_enum(
         init_from_lm: start from LM samples (paper: for io hits) instead of uniformly drawn words.
         targets_per_batch: targets searched together (memory: `targets_per_batch * num_restarts * G` rows).
         candidate_batch_size: rows of candidates per forward pass (default: all of a position in one pass; 1 scores
-            the candidates one by one, the unbatched reference of `benchmarks/negative_training.py`).
+            the candidates one by one).
+        reuse_prefix: read the words before the changed position once per trigger, for its gradient pass and all
+            its candidates (left-to-right LSTM encoders; others always read whole sources). False reads every
+            candidate whole: with `candidate_batch_size=1`, the naive reference of `benchmarks/negative_training.py`.
         seed: seeds the initialisations; the search is otherwise deterministic.
         progress: show a tqdm bar over the targets.
     """
@@ -210,7 +272,7 @@ def gibbs_enum(
                 draws = torch.randint(len(allowed), (labels.size(0), trigger_length), generator=generator)
                 triggers = allowed[draws.to(device)]
             loss = _search(model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned,
-                           candidate_batch_size)
+                           candidate_batch_size, reuse_prefix)
             best = loss.view(len(chunk), num_restarts).argmin(dim=1)
             rows = torch.arange(len(chunk), device=device) * num_restarts + best
             found += triggers[rows].tolist()
@@ -221,7 +283,8 @@ def gibbs_enum(
 
 
 def _search(
-    model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned, candidate_batch_size
+    model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned, candidate_batch_size,
+    reuse_prefix,
 ) -> torch.Tensor:
     """Coordinate descent of Algorithm 3 on all rows at once, `triggers` updated in place; returns L per row."""
     rows, length = triggers.shape
@@ -232,8 +295,9 @@ def _search(
         for position in range(length):
             index = active.nonzero().squeeze(1)
             current = triggers[index]
+            encoded = encode_prefix(model, prefix, current, position) if reuse_prefix else None
             scores, loss[index] = candidate_scores(
-                model, prefix, current, labels[index], position, input_lm, lambda_in
+                model, prefix, current, labels[index], position, input_lm, lambda_in, encoded
             )
             scores = scores.masked_fill(banned, -torch.inf)
             scores.scatter_(1, current[:, position : position + 1], -torch.inf)  # trying the current word is moot
@@ -245,7 +309,9 @@ def _search(
             with torch.no_grad():
                 candidate_loss = torch.cat([
                     trigger_loss(model, prefix, candidates[start : start + chunk],
-                                 candidate_labels[start : start + chunk], input_lm, lambda_in)
+                                 candidate_labels[start : start + chunk], input_lm, lambda_in,
+                                 _candidate_readings(encoded, start, len(candidates[start : start + chunk]),
+                                                     num_candidates))
                     for start in range(0, len(candidates), chunk)
                 ]).view(-1, num_candidates)
             best_loss, best = candidate_loss.min(dim=1)
@@ -258,3 +324,10 @@ def _search(
         if not active.any():
             break
     return loss
+
+
+def _candidate_readings(encoded: EncodedPrefix | None, start: int, rows: int, num_candidates: int):
+    """The readings of candidate rows `start` .. `start + rows - 1` (candidate i belongs to trigger i // G)."""
+    if encoded is None:
+        return None
+    return encoded.rows(torch.arange(start, start + rows, device=encoded.outputs.device) // num_candidates)

@@ -78,14 +78,17 @@ def target_log_probs(
     attention_mask: torch.Tensor,
     labels: torch.LongTensor,
     decoder_input_ids: torch.LongTensor | None = None,
+    encoder_outputs=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log P(y_t | y_<t, x) of every label by teacher forcing, and the logits. `labels` are right-padded with -100,
     where the log-probability is 0. Differentiable: callers choose `torch.no_grad()` or not. The model gets the
     decoder inputs rather than the labels, so it does not spend a second softmax on a loss nobody reads; pass
-    `decoder_input_ids` when `model` is wrapped (DDP) and cannot make them from the labels itself."""
+    `decoder_input_ids` when `model` is wrapped (DDP) and cannot make them from the labels itself, and
+    `encoder_outputs` (with `input_ids=None`; `attention_mask` then covers them) when the source is already read."""
     if decoder_input_ids is None:
         decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                   encoder_outputs=encoder_outputs).logits
     return token_log_probs(logits, labels), logits
 
 

@@ -167,7 +167,14 @@ class LSTMEncoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> LSTMEncoderOutput:
+        """`initial_state` (h, c in `nn.LSTM`'s layout) continues a reading: the source is then the rest of one whose
+        beginning left the encoder in that state (a left-to-right encoder only; gibbs-enum reads the words before
+        the position it changes once for all candidates)."""
+        if initial_state is not None and self.config.bidirectional_encoder:
+            raise ValueError("A bidirectional encoder cannot continue from a state: its backward pass reads the "
+                             "source from the end.")
         embedded = self.dropout(self.embed_tokens(input_ids))
         if attention_mask is None:
             lengths = torch.full((input_ids.size(0),), input_ids.size(1), dtype=torch.long)
@@ -179,7 +186,7 @@ class LSTMEncoder(nn.Module):
         if attention_mask is not None and not bool(attention_mask[:, 0].all()):
             raise ValueError("The LSTM encoder expects right-padded inputs (set `tokenizer.padding_side='right'`).")
         packed = nn.utils.rnn.pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        packed_outputs, (hidden, cell) = self.lstm(packed)
+        packed_outputs, (hidden, cell) = self.lstm(packed, initial_state)
         outputs, _ = nn.utils.rnn.pad_packed_sequence(packed_outputs, batch_first=True, total_length=input_ids.size(1))
         if self.config.bidirectional_encoder:
             # (layers * 2, batch, hidden/2) -> (layers, batch, hidden): forward and backward halves side by side.
