@@ -296,9 +296,10 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
         raise FileNotFoundError(f"{corpus_path}: missing; the generator must come from `reverse-pretrain`.")
     reward = setup.make_reward()
     outputs = read_reference_corpus(corpus_path)["output"]
-    scorable = set(_scorable(dict.fromkeys(outputs), reward))  # each distinct reply checked once
-    outputs = [text for text in outputs if text in scorable]
-    targets = reinforce_targets(outputs, run_args.target_sampling, training_args.seed, run_args.max_targets)
+    distinct = list(dict.fromkeys(outputs))
+    scorable = set(_scorable(distinct, reward))  # each distinct reply checked once
+    targets = reinforce_targets([text for text in outputs if text in scorable], run_args.target_sampling,
+                                training_args.seed, run_args.max_targets)
     if not targets:
         raise ValueError(f"{corpus_path}: no reference output is a target under target_sampling="
                          f"{run_args.target_sampling!r} (none the reward can score, or none of 1-10 words).")
@@ -321,7 +322,7 @@ def reinforce(run_args: ReinforceRunArguments, training_args: ReinforceConfig) -
         "targets": len(targets),
         "distinct_targets": len(set(targets)),
         "target_sampling": run_args.target_sampling,
-        "distinct_reference_outputs": len(set(outputs)),
+        "distinct_reference_outputs": len(distinct),
         "steps": trainer.state.global_step,
         "first_logged": logged[0] if logged else None,
         "last_logged": logged[-1] if logged else None,
