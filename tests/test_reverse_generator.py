@@ -466,7 +466,7 @@ def test_recipes_parse_with_the_papers_settings():
         20.0, 16, 0.25)
     assert (setup.environment, setup.reward_threshold) == ("outputs/seq2seq-full", 0.5)
     run_args, config = parse_recipe(RECIPES / "reinforce.yaml", (ReinforceRunArguments, ReinforceConfig))
-    assert run_args.generator == pretrain_args.output_dir
+    assert run_args.generator == pretrain_args.output_dir and run_args.target_sampling == "length-balanced"
     assert (config.learning_rate, config.per_device_train_batch_size, config.max_grad_norm) == (1e-4, 16, 0.25)
     assert (config.baseline, config.success_threshold, config.remove_unused_columns) == ("mean", 0.5, False)
 
