@@ -3,6 +3,7 @@ and a target-list attack, end to end on a tiny chatbot and the real chitchat mes
 recomputed from the chatbot's replies, every query counted."""
 
 import json
+import shutil
 
 import pytest
 from test_pipeline import SENTENCES, make_model_dir
@@ -146,6 +147,20 @@ def test_reinforce_logs_rewards_and_counts_queries(experiment):
     with pytest.raises(FileExistsError, match="not empty"):
         reinforce(ReinforceRunArguments(generator=str(root / "pre")),
                   ReinforceConfig(output_dir=str(root / "rl"), max_steps=1, **QUIET))
+
+
+def test_a_corpus_without_targets_of_1_to_10_words_is_a_clear_error(experiment, tmp_path):
+    """length-balanced keeps 1-10-word replies only: a corpus of longer ones leaves nothing to train on."""
+    root, _, _, _ = experiment
+    generator = tmp_path / "generator"
+    shutil.copytree(root / "pre", generator)
+    long_reply = "one two three four five six seven eight nine ten eleven"
+    (generator / REFERENCE_CORPUS_FILE).write_text(json.dumps({"output": long_reply, "input": "hi"}) + "\n"
+                                                   + json.dumps({"output": long_reply, "input": "hey"}) + "\n")
+    with pytest.raises(ValueError, match="no reference output is a target under target_sampling='length-balanced'"):
+        reinforce(ReinforceRunArguments(generator=str(generator), target_sampling="length-balanced"),
+                  ReinforceConfig(output_dir=str(tmp_path / "rl"), max_steps=1, **QUIET))
+    assert not (tmp_path / "rl").exists() or not any((tmp_path / "rl").iterdir())  # nothing written
 
 
 def test_kl_penalty_is_measured_against_the_pretrained_generator(experiment):
