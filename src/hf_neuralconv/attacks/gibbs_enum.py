@@ -302,16 +302,16 @@ def _search(
             scores = scores.masked_fill(banned, -torch.inf)
             scores.scatter_(1, current[:, position : position + 1], -torch.inf)  # trying the current word is moot
             words = scores.topk(num_candidates, dim=1).indices  # (k, G)
-            candidates = current.repeat_interleave(num_candidates, dim=0)
+            owners = torch.arange(words.numel(), device=words.device) // num_candidates  # candidate i varies i // G
+            candidates = current[owners]
             candidates[:, position] = words.reshape(-1)
-            candidate_labels = labels[index].repeat_interleave(num_candidates, dim=0)
+            candidate_labels = labels[index][owners]
             chunk = candidate_batch_size or len(candidates)
             with torch.no_grad():
                 candidate_loss = torch.cat([
                     trigger_loss(model, prefix, candidates[start : start + chunk],
                                  candidate_labels[start : start + chunk], input_lm, lambda_in,
-                                 _candidate_readings(encoded, start, len(candidates[start : start + chunk]),
-                                                     num_candidates))
+                                 None if encoded is None else encoded.rows(owners[start : start + chunk]))
                     for start in range(0, len(candidates), chunk)
                 ]).view(-1, num_candidates)
             best_loss, best = candidate_loss.min(dim=1)
@@ -325,9 +325,3 @@ def _search(
             break
     return loss
 
-
-def _candidate_readings(encoded: EncodedPrefix | None, start: int, rows: int, num_candidates: int):
-    """The readings of candidate rows `start` .. `start + rows - 1` (candidate i belongs to trigger i // G)."""
-    if encoded is None:
-        return None
-    return encoded.rows(torch.arange(start, start + rows, device=encoded.outputs.device) // num_candidates)
