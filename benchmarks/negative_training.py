@@ -12,7 +12,12 @@ JSON says which, `model`). Eval mode for the search.
   `candidate_batch_size=1, reuse_prefix=False`, every candidate its own forward pass over its whole source (the
   naive scorer); and, to show what each part buys, `batched_whole_sources` (`reuse_prefix=False`) and
   `one_by_one_reusing_prefix` (`candidate_batch_size=1`). All must find the same triggers from the same seed
-  (`same_triggers`). Bar: batched >= 20 x faster than one_by_one.
+  (`same_triggers`). Each search is timed whole, and its candidate scoring alone (`scoring_seconds`: the
+  `trigger_loss` passes over the candidates plus `encode_prefix`, the shared reading of the words before the
+  position, charged to the candidates although the gradient pass reads it too; what is left is the gradient pass
+  and the bookkeeping, the same in every variant). Bar (the issue's wording: batched candidate scoring >= 20 x
+  faster than scoring the candidates one by one): one_by_one's scoring seconds >= 20 x batched's; the whole-search
+  ratio is reported next to it.
 * Steps: the same real chitchat training batches (a seeded pool of the train split taken in order) and the same
   optimisation (SGD, lr 0.001, constant, clipping 5, bf16 autocast: recipes/negative_training/frequent.yaml),
   each negative step against an MLE step (`ConversationTrainer`) on mini-batches of its paper's size:
@@ -34,11 +39,14 @@ Run:  .venv/bin/python benchmarks/negative_training.py         (writes benchmark
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import datasets
 import torch
@@ -86,12 +94,39 @@ def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
     return AutoModelForSeq2SeqLM.from_pretrained(model_dir), tokenizer, model_dir, str(model_dir.relative_to(ROOT))
 
 
+SEARCH_MODULE = importlib.import_module("hf_neuralconv.attacks.gibbs_enum")  # the package exports the function
+SCORING_FUNCTIONS = ("trigger_loss", "encode_prefix")  # what _search calls for the candidates and nothing else
+
+
+@contextlib.contextmanager
+def scoring_clock():
+    """Adds the seconds spent inside gibbs-enum's candidate-scoring functions to the yielded list's one entry."""
+    spent = [0.0]
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - started
+        return wrapper
+
+    with contextlib.ExitStack() as patches:
+        for name in SCORING_FUNCTIONS:
+            patches.enter_context(mock.patch.object(SEARCH_MODULE, name, timed(getattr(SEARCH_MODULE, name))))
+        yield spent
+
+
 def time_search(model, tokenizer, targets, opts, variant):
-    started = time.perf_counter()
-    result = gibbs_enum(model, tokenizer, targets, trigger_length=opts.trigger_length,
-                        num_candidates=opts.num_candidates, max_sweeps=1, num_restarts=1,
-                        targets_per_batch=len(targets), seed=0, progress=False, **SEARCH_VARIANTS[variant])
-    return time.perf_counter() - started, result.triggers
+    """(whole-search seconds, candidate-scoring seconds, triggers) of one gibbs-enum run."""
+    with scoring_clock() as scoring:
+        started = time.perf_counter()
+        result = gibbs_enum(model, tokenizer, targets, trigger_length=opts.trigger_length,
+                            num_candidates=opts.num_candidates, max_sweeps=1, num_restarts=1,
+                            targets_per_batch=len(targets), seed=0, progress=False, **SEARCH_VARIANTS[variant])
+        seconds = time.perf_counter() - started
+    return seconds, scoring[0], result.triggers
 
 
 def malicious_pairs(model, tokenizer, train_set, count: int, path: Path) -> None:
@@ -185,16 +220,19 @@ def main(argv=None) -> dict:
     train_set = tokenize_dataset(pool, tokenizer, data_args, truncate_target=True)
 
     search = {name: [] for name in SEARCH_VARIANTS}
+    scoring = {name: [] for name in SEARCH_VARIANTS}
     triggers = {}
     model.eval()
     for name in SEARCH_VARIANTS:  # untimed warm-up on one target
         time_search(model, tokenizer, targets[:1], opts, name)
     for rep in range(opts.repeats):
         for name in SEARCH_VARIANTS:
-            seconds, found = time_search(model, tokenizer, targets, opts, name)
+            seconds, scoring_seconds, found = time_search(model, tokenizer, targets, opts, name)
             triggers.setdefault(name, []).append(found)
             search[name].append(seconds)
-            print(f"  rep {rep} gibbs-enum {name:<26} {seconds:8.2f} s", flush=True)
+            scoring[name].append(scoring_seconds)
+            print(f"  rep {rep} gibbs-enum {name:<26} {seconds:8.2f} s (scoring {scoring_seconds:8.2f} s)",
+                  flush=True)
 
     steps = {variant: [] for variant in STEP_VARIANTS}
     with tempfile.TemporaryDirectory() as scratch:
@@ -207,11 +245,15 @@ def main(argv=None) -> dict:
                 steps[variant].append(measured)
                 print(f"  rep {rep} step {variant:<20} {measured['ms_per_step']:8.0f} ms/step", flush=True)
 
-    search_summary = {name: {"seconds_runs": runs, "seconds_median": median(runs)} for name, runs in search.items()}
-    batched_seconds = search_summary["batched"]["seconds_median"]
+    search_summary = {name: {"seconds_runs": runs, "seconds_median": median(runs),
+                             "scoring_seconds_runs": scoring[name], "scoring_seconds_median": median(scoring[name])}
+                      for name, runs in search.items()}
+    batched = search_summary["batched"]
     for name, summary in search_summary.items():
-        summary["over_batched"] = summary["seconds_median"] / batched_seconds
+        summary["over_batched"] = summary["seconds_median"] / batched["seconds_median"]
+        summary["scoring_over_batched"] = summary["scoring_seconds_median"] / batched["scoring_seconds_median"]
     speedup = search_summary["one_by_one"]["over_batched"]
+    scoring_speedup = search_summary["one_by_one"]["scoring_over_batched"]
     same_triggers = all(found == triggers["batched"][0] for runs in triggers.values() for found in runs)
     step_summary = {variant: {"ms_per_step_runs": [m["ms_per_step"] for m in runs],
                               "ms_per_step_median": median(m["ms_per_step"] for m in runs),
@@ -220,9 +262,9 @@ def main(argv=None) -> dict:
     for variant, baseline in BASELINE.items():
         step_summary[variant]["ratio_to_mle"] = (step_summary[variant]["ms_per_step_median"]
                                                  / step_summary[baseline]["ms_per_step_median"])
-    bars = {"gibbs_enum_batched_at_least_20x_one_by_one": {
-        "value": speedup, "threshold": SEARCH_RATIO_BAR,
-        "meets_bar": speedup >= SEARCH_RATIO_BAR and same_triggers}}
+    bars = {"gibbs_enum_batched_scoring_at_least_20x_one_by_one": {
+        "value": scoring_speedup, "threshold": SEARCH_RATIO_BAR, "whole_search_ratio": speedup,
+        "meets_bar": scoring_speedup >= SEARCH_RATIO_BAR and same_triggers}}
     for variant in BASELINE:
         ratio = step_summary[variant]["ratio_to_mle"]
         bars[f"{variant}_step_at_most_2.5x_mle"] = {"value": ratio, "threshold": STEP_RATIO_BAR,
@@ -235,7 +277,8 @@ def main(argv=None) -> dict:
         "model_random_weights": model_dir is None,
         "tokenizer": tokenizer_source if model_dir is None else model_source,
         "config": {key: value for key, value in vars(opts).items() if key not in ("output", "model")},
-        "gibbs_enum": {**search_summary, "speedup": speedup, "same_triggers": same_triggers,
+        "gibbs_enum": {**search_summary, "speedup": speedup, "scoring_speedup": scoring_speedup,
+                       "same_triggers": same_triggers,
                        "rows_per_batched_pass": len(targets) * opts.num_candidates},
         "steps": step_summary,
         "bars": bars,
@@ -245,6 +288,8 @@ def main(argv=None) -> dict:
     print_table(["measurement", "median", "ratio"],
                 [[f"gibbs-enum {name} (s)", summary["seconds_median"], summary["over_batched"]]
                  for name, summary in search_summary.items()]
+                + [[f"candidate scoring {name} (s)", summary["scoring_seconds_median"],
+                    summary["scoring_over_batched"]] for name, summary in search_summary.items()]
                 + [[f"step {variant} (ms)", step_summary[variant]["ms_per_step_median"],
                     step_summary[variant].get("ratio_to_mle", 1.0)] for variant in STEP_VARIANTS])
     print(f"same triggers: {payload['gibbs_enum']['same_triggers']}; written to {path}")
