@@ -1,4 +1,4 @@
-"""ConversationTrainer: target-length bucketing and exact resumption from a checkpoint."""
+"""ConversationTrainer: target-length bucketing, exact resumption from a checkpoint, continuing a saved model."""
 
 import json
 
@@ -8,8 +8,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
+from conftest import tiny_model
 from hf_neuralconv.cli import main
 from hf_neuralconv.trainers import ConversationTrainer
+from hf_neuralconv.training import ModelArguments, build_model
 from test_cli import write_recipe
 
 
@@ -63,3 +65,22 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path, dialogue_file):
         return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
 
     assert losses("straight")[2:] == pytest.approx(losses("resumed")[-2:], rel=1e-5)
+
+
+def test_continuing_a_saved_model_keeps_its_architecture_and_names_unused_settings(tiny_tokenizer, tmp_path, caplog):
+    saved = tiny_model(tiny_tokenizer, dropout=0.1)
+    saved.save_pretrained(tmp_path / "saved")
+    same = dict(embedding_size=12, hidden_size=16, projection_size=0, dropout=0.1, init_range=0.5)
+    with caplog.at_level("WARNING", logger="hf_neuralconv.training"):
+        model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "saved"), **same), tiny_tokenizer)
+    assert not caplog.records
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+
+    settings = {**same, "hidden_size": 64, "dropout": 0.3}
+    with caplog.at_level("WARNING", logger="hf_neuralconv.training"):
+        model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "saved"), **settings), tiny_tokenizer)
+    assert (model.config.hidden_size, model.config.dropout) == (16, 0.1)  # the saved model's, not the recipe's
+    [record] = caplog.records
+    assert "hidden_size 64 (saved: 16)" in record.getMessage() and "dropout 0.3 (saved: 0.1)" in record.getMessage()
+    assert "embedding_size" not in record.getMessage()

@@ -10,6 +10,7 @@ generation settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds th
 """
 
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -54,13 +55,18 @@ NEGATIVE_TRAINING_CURVES = ("malicious/hit_rate", "malicious/negative_pairs", "f
                             "frequent/negative_examples", "loss_neg", "loss_mle", "test_perplexity")
 DIRECTIONS = ("forward", "reverse")
 ARCHITECTURES = {"seq2seq": LSTMSeq2SeqForConditionalGeneration, "causal-lm": LSTMForCausalLM}
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ModelArguments:
     """Architecture of the encoder-decoder (see `LSTMSeq2SeqConfig`), or a saved model to start from."""
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Continue from a saved model directory."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue from a saved model directory (its architecture and dropout: the settings below "
+                          "are then unused, and a warning names those that differ)."},
+    )
     architecture: str = field(
         default="seq2seq",
         metadata={"help": "seq2seq (the chatbot, or with `direction: reverse` the MMI reverse model) | causal-lm "
@@ -249,13 +255,25 @@ def default_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationC
     )
 
 
+NOT_ARCHITECTURE = ("model_name_or_path", "architecture", "tokenizer_name_or_path")  # ModelArguments' other fields
+
+
 def build_model(
     model_args: ModelArguments, tokenizer: PreTrainedTokenizerFast
 ) -> LSTMSeq2SeqForConditionalGeneration | LSTMForCausalLM:
-    """A fresh model sized by `model_args` for `tokenizer`'s vocabulary, or the saved one it names."""
+    """A fresh model sized by `model_args` for `tokenizer`'s vocabulary, or the saved one it names (its own
+    architecture and dropout; settings of `model_args` that differ are logged as unused)."""
     model_class = ARCHITECTURES[model_args.architecture]
     if model_args.model_name_or_path:
-        return model_class.from_pretrained(model_args.model_name_or_path)
+        model = model_class.from_pretrained(model_args.model_name_or_path)
+        unused = [f"{name} {value!r} (saved: {getattr(model.config, name)!r})"
+                  for name, value in asdict(model_args).items()
+                  if name not in NOT_ARCHITECTURE and hasattr(model.config, name)
+                  and getattr(model.config, name) != value]
+        if unused:  # a recipe's sizes or dropout would otherwise be dropped without a word
+            logger.warning("%s is continued with its saved architecture; these settings of the recipe (or their "
+                           "defaults) differ and are not used: %s.", model_args.model_name_or_path, ", ".join(unused))
+        return model
     special_tokens = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                           eos_token_id=tokenizer.eos_token_id)
     if model_class is LSTMForCausalLM:  # the LM has no encoder: no attention, encoder or embedding-sharing settings
@@ -265,8 +283,7 @@ def build_model(
             tie_word_embeddings=model_args.tie_word_embeddings, init_range=model_args.init_range, **special_tokens,
         )
         return LSTMForCausalLM(config)
-    architecture = {name: value for name, value in asdict(model_args).items()
-                    if name not in ("model_name_or_path", "architecture", "tokenizer_name_or_path")}
+    architecture = {name: value for name, value in asdict(model_args).items() if name not in NOT_ARCHITECTURE}
     return LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqConfig(vocab_size=len(tokenizer), **special_tokens,
                                                                  **architecture))
 
