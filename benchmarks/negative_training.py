@@ -82,6 +82,8 @@ SEARCH_VARIANTS = {  # gibbs_enum settings of each timed search
     "one_by_one": {"candidate_batch_size": 1, "reuse_prefix": False},
     "one_by_one_reusing_prefix": {"candidate_batch_size": 1},
 }
+SEARCH_MODULE = importlib.import_module("hf_neuralconv.attacks.gibbs_enum")  # the package exports the function
+SCORING_FUNCTIONS = ("trigger_loss", "encode_prefix")  # what _search calls for the candidates and nothing else
 
 
 def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
@@ -92,10 +94,6 @@ def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
     tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer.json").is_file() \
         else recipe_tokenizer
     return AutoModelForSeq2SeqLM.from_pretrained(model_dir), tokenizer, model_dir, str(model_dir.relative_to(ROOT))
-
-
-SEARCH_MODULE = importlib.import_module("hf_neuralconv.attacks.gibbs_enum")  # the package exports the function
-SCORING_FUNCTIONS = ("trigger_loss", "encode_prefix")  # what _search calls for the candidates and nothing else
 
 
 @contextlib.contextmanager
