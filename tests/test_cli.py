@@ -128,6 +128,26 @@ def test_chat_answers_a_file_of_prompts_like_generate(trained, capsys):
     assert printed[2].startswith(f"  2. {replies[1].text}")
 
 
+@pytest.mark.parametrize("command_fails", [False, True])
+def test_commands_leave_the_process_group(trained, tmp_path, command_fails):
+    """A torchrun rank that exits with its gloo group alive can abort in the backend's teardown (SIGABRT after
+    its work is done): every command leaves the group when it ends, on error too."""
+    model_dir, prompts = trained[0] / "model", tmp_path / "prompts.txt"
+    prompts.write_text("hello how are you ?\n")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0,
+                                         world_size=1)
+    try:
+        if command_fails:
+            with pytest.raises(SystemExit):
+                main(["evaluate", str(tmp_path / "no-such-model")])
+        else:
+            main(["chat", str(model_dir), "--prompts", str(prompts)])
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def test_interactive_chat_keeps_history_and_resets(trained, capsys, monkeypatch):
     tmp_path, _ = trained
     typed = iter(["hi there", "   ", "/reset", "how are you ?", "/quit"])

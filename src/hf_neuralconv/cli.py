@@ -353,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group() -> None:
+    """Under torchrun / accelerate launch, leave the process group before the interpreter exits: a rank that exits
+    with its gloo group alive can abort in the backend's teardown ("terminate called without an active
+    exception", SIGABRT) after its work is done, failing the launch."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -360,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, FileExistsError, ValueError, OSError) as error:
         print(f"hf-neuralconv {args.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        _leave_process_group()
 
 
 if __name__ == "__main__":
