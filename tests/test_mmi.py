@@ -1,6 +1,7 @@
 """MMI decoding: the MMI-antiLM logits processor against slow references, MMI-bidi reranking against terms computed
 one example at a time, and the BLEU grid search of its weights (tiny random models, nothing downloaded)."""
 
+import logging
 import math
 
 import pytest
@@ -275,6 +276,19 @@ def test_batched_scoring_equals_one_by_one(tiny_tokenizer, persona):
             torch.testing.assert_close(batched.forward_log_probs, single.forward_log_probs)
             torch.testing.assert_close(batched.reverse_log_probs, single.reverse_log_probs)
             assert torch.equal(batched.lengths, single.lengths)
+
+
+def test_a_batch_of_long_inputs_warns_once(tiny_tokenizer, caplog):
+    """Decoding a test set must not print a warning per long input (a chat does: see test_cli)."""
+    model = tiny_model(tiny_tokenizer)
+    logging.Logger.warning_once.cache_clear()  # transformers' process-wide record of what was said once
+    long_histories = [["hello how are you ?" * 4, "i like tea ." * 3]] * 5 + HISTORIES
+    with caplog.at_level(logging.WARNING):
+        encoded = encode_histories(model, tiny_tokenizer, long_histories, max_source_length=6)
+        encode_histories(model, tiny_tokenizer, long_histories, max_source_length=6)
+    assert [len(source) for source in encoded.sources[:5]] == [6] * 5  # the most recent 6 tokens of each
+    truncation_warnings = [record for record in caplog.records if "only the last 6" in record.getMessage()]
+    assert len(truncation_warnings) == 1, caplog.text
 
 
 def test_scoring_is_one_forward_pass_per_model(tiny_tokenizer, bidi_models):

@@ -143,9 +143,11 @@ def conversation_turns(chat: str | Sequence[dict]) -> list[str]:
     return turns
 
 
-def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_source_length: int) -> list[int]:
+def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_source_length: int,
+                   warn_once: bool = False) -> list[int]:
     """Token ids of the model's input for answering `turns[-1]`: the message after at most `context_turns` earlier
-    turns, in the training format (`source_text`), keeping the most recent `max_source_length` tokens."""
+    turns, in the training format (`source_text`), keeping the most recent `max_source_length` tokens. A longer
+    input is cut with a warning: for each one, or with `warn_once` (batches of test inputs) once a process."""
     if not turns:
         raise ValueError("The conversation is empty: give at least one message to answer.")
     if context_turns < 0:
@@ -156,7 +158,10 @@ def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_sour
     text = source_text(kept[:-1], kept[-1])
     ids = encode_source(tokenizer, [text], max_source_length)[0]
     full_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if full_length > len(ids):
+    if full_length > len(ids) and warn_once:
+        logger.warning_once("Some inputs have more than %d tokens; only the last %d of each are read by the model.",
+                            len(ids), len(ids))
+    elif full_length > len(ids):
         logger.warning("The input has %d tokens; only the last %d are read by the model.", full_length, len(ids))
     return ids
 

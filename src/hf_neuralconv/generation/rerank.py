@@ -106,7 +106,8 @@ def encode_histories(
     context_turns, max_source_length = _reading_settings(model, context_turns, max_source_length)
     turn_lists = [[history] if isinstance(history, str) else list(history) for history in histories]
     return EncodedHistories(
-        sources=[encode_history(tokenizer, turns, context_turns, max_source_length) for turns in turn_lists],
+        sources=[encode_history(tokenizer, turns, context_turns, max_source_length, warn_once=True)
+                 for turns in turn_lists],
         messages=[clean_text(turns[-1]) for turns in turn_lists],
         speaker_ids=None if speaker_ids is None else list(speaker_ids),
     )
