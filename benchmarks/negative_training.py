@@ -3,7 +3,8 @@ negative-training step vs one MLE step (same run).
 
 Model: the chatbot of `--model` (default: HF_NEURALCONV_MODEL, else outputs/seq2seq-full; its newest
 `checkpoint-*` when there is no final model), else a random model of recipes/seq2seq/full.yaml's settings (the
-JSON says which, `model`). Eval mode for the search.
+JSON says which, `model`; a random model's replies are unlikely, so then every malicious pair counts as hitting:
+T_out = -1e9). Eval mode for the search.
 
 * gibbs-enum (Appendix A, Algorithm 3): `--targets` targets of the paper's 0.5k training list
   (`../shared/data/malicious_targets/train_500_cp1.txt`, or `--targets-file`), trigger length 15, G = 100, one
@@ -204,13 +205,14 @@ def main(argv=None) -> dict:
     if opts.tiny:
         opts.targets, opts.trigger_length, opts.num_candidates, opts.batch_size = 2, 3, 5, 8
         opts.malicious_batch_size, opts.warmup_steps, opts.timed_steps, opts.repeats = 8, 1, 2, 1
-        opts.output_threshold = -1e9  # a random model's replies are unlikely: let every pair hit
 
     datasets.disable_progress_bars()
     machine = machine_info()
     data_args = DataArguments()
     dialogues, recipe_tokenizer, tokenizer_source = load_data_and_tokenizer(data_args)
     model, tokenizer, model_dir, model_source = load_model(opts, recipe_tokenizer, tokenizer_source)
+    if model_dir is None:  # a random model's replies are unlikely: let every pair hit, or the malicious steps stop
+        opts.output_threshold = -1e9
     initial_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     targets = load_targets(opts.targets_file, tokenizer).ids[: opts.targets]
     pool = dialogues["train"].shuffle(seed=opts.seed).select(
