@@ -158,11 +158,12 @@ def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_sour
     text = source_text(kept[:-1], kept[-1])
     ids = encode_source(tokenizer, [text], max_source_length)[0]
     full_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if full_length > len(ids) and warn_once:
-        logger.warning_once("Some inputs have more than %d tokens; only the last %d of each are read by the model.",
-                            len(ids), len(ids))
-    elif full_length > len(ids):
-        logger.warning("The input has %d tokens; only the last %d are read by the model.", full_length, len(ids))
+    if full_length > len(ids):
+        if warn_once:
+            logger.warning_once("Some inputs have more than %d tokens; only the last %d of each are read by the "
+                                "model.", len(ids), len(ids))
+        else:
+            logger.warning("The input has %d tokens; only the last %d are read by the model.", full_length, len(ids))
     return ids
 
 
