@@ -6,7 +6,7 @@ configuration in recipes/seq2seq/full.yaml) under `torch.no_grad()` in eval mode
 
 * generate: `model.generate(input_ids, attention_mask, generation_config)` with greedy search, `use_cache=True`
   and `min_new_tokens = max_new_tokens = N`, so that exactly N tokens are produced;
-* loop: the encoder once, then one decoder step per token through `past_key_values` (the `LSTMState`), the
+* loop: the encoder once, then one decoder step per token through the cache (the `LSTMState`), the
   `</s>` logit masked as `min_new_tokens` does, argmax, no early stop -- exactly N steps.
 
 The two outputs are compared token for token (`identical_outputs`). Diagnostic (no bar): `generate_no_eos`,
@@ -46,7 +46,7 @@ from _common import (
     resolve_model_dir,
     write_results,
 )
-from hf_neuralconv.models import LSTMSeq2SeqForConditionalGeneration
+from hf_neuralconv.models import CACHE_NAME, LSTMSeq2SeqForConditionalGeneration
 from hf_neuralconv.training import DataArguments, tokenize_dataset
 
 GENERATE_BAR = 1.2  # generate <= 1.2 x loop
@@ -70,11 +70,11 @@ def greedy_loop(model, input_ids, attention_mask, new_tokens: int, start_id: int
         state, generated = None, []
         for _ in range(new_tokens):
             outputs = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
-                            decoder_input_ids=token, past_key_values=state, use_cache=True)
+                            decoder_input_ids=token, cache=state, use_cache=True)
             logits = outputs.logits[:, -1, :]
             logits[:, eos_id] = float("-inf")
             token = logits.argmax(dim=-1, keepdim=True)
-            state = outputs.past_key_values
+            state = outputs[CACHE_NAME]
             generated.append(token)
         return torch.cat(generated, dim=1)
 

@@ -11,6 +11,7 @@ from conftest import tiny_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from hf_neuralconv import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from hf_neuralconv.models import CACHE_NAME
 
 # PEFT-style table of tiny architectures: every test below runs on each.
 ARCHITECTURES = {
@@ -258,8 +259,8 @@ def test_causal_lm_cache_and_loss(tiny_tokenizer, tmp_path):
     # Token by token through the state gives the same logits.
     state, steps = None, []
     for position in range(ids.size(1)):
-        output = model(ids[:, position : position + 1], past_key_values=state)
-        state = output.past_key_values
+        output = model(ids[:, position : position + 1], cache=state)
+        state = output[CACHE_NAME]
         steps.append(output.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full.logits)
     assert state.get_seq_length() == ids.size(1)

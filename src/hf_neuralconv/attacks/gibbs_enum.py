@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation.checks import check_eval_mode, check_same_vocabulary
-from ..models.lstm.modeling_lstm import LSTMEncoder, LSTMEncoderOutput
+from ..models.lstm.modeling_lstm import CACHE_NAME, LSTMEncoder, LSTMEncoderOutput
 from .hits import (
     PairScores,
     input_log_probs,
@@ -181,8 +181,8 @@ def sample_triggers(
     tokens = torch.full((count, 1), input_lm.config.bos_token_id, device=device)
     state, words = None, []
     for _ in range(length):
-        output = input_lm(input_ids=tokens, past_key_values=state, use_cache=True)
-        state = output.past_key_values
+        output = input_lm(input_ids=tokens, cache=state, use_cache=True)
+        state = output[CACHE_NAME]
         probabilities = output.logits[:, -1].float().masked_fill(banned, -torch.inf).softmax(dim=-1)
         tokens = torch.multinomial(probabilities.cpu(), 1, generator=generator).to(device)
         words.append(tokens)

@@ -20,7 +20,7 @@ import numbers
 import torch
 from transformers import LogitsProcessor, PretrainedConfig
 
-from ..models import LSTMForCausalLM, LSTMState
+from ..models import CACHE_NAME, LSTMForCausalLM, LSTMState
 from .checks import check_eval_mode, check_same_vocabulary, check_weight
 
 
@@ -108,7 +108,7 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
         else:
             self._state.reorder_cache(parents)
             tokens = input_ids[:, -1:].to(device)
-        output = self.language_model(input_ids=tokens, past_key_values=self._state, use_cache=True)
-        self._state = output.past_key_values
+        output = self.language_model(input_ids=tokens, cache=self._state, use_cache=True)
+        self._state = output[CACHE_NAME]
         self._generated = input_ids[:, self._prompt_length :].to(device)
         return output.logits[:, -1].float().log_softmax(dim=-1)

@@ -1,7 +1,8 @@
 from .configuration_lstm import LSTMLMConfig, LSTMSeq2SeqConfig
-from .modeling_lstm import LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration, LSTMState
+from .modeling_lstm import CACHE_NAME, LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration, LSTMState
 
 __all__ = [
+    "CACHE_NAME",
     "LSTMForCausalLM",
     "LSTMLMConfig",
     "LSTMSeq2SeqConfig",

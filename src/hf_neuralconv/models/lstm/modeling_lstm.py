@@ -9,7 +9,9 @@
 * `LSTMForCausalLM` — an LSTM language model built from the same blocks.
 
 The recurrent state is the generation cache (`LSTMState`): `generate()` runs exactly one decoder step per new
-token and beam search reorders the state through `LSTMState.reorder_cache`.
+token and beam search reorders the state through `LSTMState.reorder_cache`. transformers 5.25 renamed the cache
+argument and output field from `past_key_values` to `cache`; the models take either name and return the state under
+the one the installed transformers uses (`CACHE_NAME`), so that `generate()` hands it back on every version.
 
 This file only imports torch, transformers and the configuration beside it, so that a saved model loads with
 `trust_remote_code=True` in an environment without this package.
@@ -27,13 +29,26 @@ from transformers.utils import ModelOutput
 
 from .configuration_lstm import LSTMLMConfig, LSTMSeq2SeqConfig
 
+# The name under which `generate()` passes the cache to `prepare_inputs_for_generation` and reads it from a model's
+# output: `cache` since transformers 5.25, `past_key_values` before. A model that answers to the other name only
+# silently loses its state and re-reads the whole prefix at every step.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def _given_state(cache: "LSTMState | None", past_key_values: "LSTMState | None") -> "LSTMState | None":
+    """The state passed under the new name (`cache`) or the old one (`past_key_values`), never both."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the LSTM state as `cache` or as `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
+
+
 # The tasks of Luan et al. (2017, Section 4) an encoder-decoder with `autoencoder_encoder=True` is trained on: both
 # read their input with their own encoder and predict the target with the one shared decoder.
 SEQ2SEQ_TASK, AUTOENCODER_TASK = "seq2seq", "autoencoder"
 
 
 class LSTMState:
-    """The recurrent state (h, c) of a stacked LSTM, used as `past_key_values` by `generate()`.
+    """The recurrent state (h, c) of a stacked LSTM, used as the cache (`CACHE_NAME`) by `generate()`.
 
     `hidden` and `cell` have shape `(num_layers, batch, hidden_size)`, the layout of `nn.LSTM`.
     """
@@ -319,7 +334,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: LSTMEncoderOutput | None = None,
-        past_key_values: LSTMState | None = None,
+        cache: LSTMState | None = None,
         speaker_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -329,11 +344,12 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         num_items_in_batch: torch.Tensor | int | None = None,
         task: str = SEQ2SEQ_TASK,
         return_logits: bool = True,
+        past_key_values: LSTMState | None = None,
     ) -> Seq2SeqLMOutput:
         r"""Decoder logits for `decoder_input_ids` (or the right-shifted `labels`) given the source.
 
-        With `past_key_values` (an `LSTMState`), only the new decoder tokens are read and the state continues from
-        there; the returned `past_key_values` is the state after the last token. `decoder_attention_mask` is
+        With `cache` (an `LSTMState`; `past_key_values` is its pre-5.25 name), only the new decoder tokens are read
+        and the state continues from there; the output's `CACHE_NAME` field is the state after the last token. `decoder_attention_mask` is
         accepted for API compatibility: padding at the end of a right-padded target does not influence the earlier
         positions of a unidirectional decoder, and the loss ignores labels equal to -100.
 
@@ -352,8 +368,9 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
                 raise ValueError("Pass `decoder_input_ids` or `labels`.")
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
 
-        if past_key_values is None:
-            past_key_values = LSTMState(
+        state = _given_state(cache, past_key_values)
+        if state is None:
+            state = LSTMState(
                 encoder_outputs.final_hidden.transpose(0, 1).contiguous(),
                 encoder_outputs.final_cell.transpose(0, 1).contiguous(),
             )
@@ -362,7 +379,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         if speaker_vectors is not None:
             steps = decoder_input_ids.size(1)
             embedded = torch.cat([embedded, speaker_vectors[:, None, :].expand(-1, steps, -1)], dim=-1)
-        decoder_states, (hidden, cell) = self.decoder(embedded, past_key_values.as_tuple())
+        decoder_states, (hidden, cell) = self.decoder(embedded, state.as_tuple())
 
         attention_weights = None
         if self.attention is not None:
@@ -376,11 +393,11 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
             loss = None if labels is None else _token_loss(logits, labels, num_items_in_batch)
         next_state = None
         if use_cache is not False:
-            next_state = LSTMState(hidden, cell, past_key_values.seen_tokens + decoder_input_ids.size(1))
+            next_state = LSTMState(hidden, cell, state.seen_tokens + decoder_input_ids.size(1))
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=next_state,
+            **{CACHE_NAME: next_state},
             decoder_hidden_states=(decoder_states,) if output_hidden_states else None,
             cross_attentions=(attention_weights,) if output_attentions and attention_weights is not None else None,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
@@ -389,7 +406,6 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: LSTMState | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: LSTMEncoderOutput | None = None,
         speaker_ids: torch.LongTensor | None = None,
@@ -401,11 +417,12 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
             raise ValueError(f"generate() runs the {SEQ2SEQ_TASK!r} task; {task!r} is a training task (`forward`).")
         # With a state, only the newest token is fed: one decoder step per generated token. Without one
         # (use_cache=False) the whole prefix is re-read from the encoder's final state.
-        if past_key_values is not None:
+        state = kwargs.get(CACHE_NAME)
+        if state is not None:
             input_ids = input_ids[:, -1:]
         return {
             "decoder_input_ids": input_ids,
-            "past_key_values": past_key_values,
+            "cache": state,
             "attention_mask": attention_mask,
             "encoder_outputs": encoder_outputs,
             "speaker_ids": speaker_ids,
@@ -417,7 +434,8 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
     """A stacked-LSTM language model p(T) = prod_t p(t_i | t_<i): the anti-LM of MMI-antiLM decoding
     (Li et al. 2016; He & Glass 2020, Section 4.3) and the input LM of the io-hit criteria (He & Glass, 3.2).
 
-    Inputs are expected right-padded; `past_key_values` carries the LSTM state between calls.
+    Inputs are expected right-padded; `cache` (or its pre-5.25 name `past_key_values`) carries the LSTM state
+    between calls.
     """
 
     config_class = LSTMLMConfig
@@ -452,7 +470,7 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: LSTMState | None = None,
+        cache: LSTMState | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -460,13 +478,14 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
         return_logits: bool = True,
+        past_key_values: LSTMState | None = None,
     ) -> CausalLMOutputWithPast:
         r"""Next-token logits; with `labels` (usually `input_ids` with pads set to -100) the loss of predicting
         `labels[:, 1:]` from the positions before them, as transformers' causal LMs do. `return_logits=False`
         (with `labels`) returns the loss only, the output layer run on the labelled positions alone."""
+        state = _given_state(cache, past_key_values)
         embedded = self.dropout(self.embed_tokens(input_ids))
-        state = None if past_key_values is None else past_key_values.as_tuple()
-        outputs, (hidden, cell) = self.lstm(embedded, state)
+        outputs, (hidden, cell) = self.lstm(embedded, None if state is None else state.as_tuple())
         if labels is not None and not return_logits:
             logits, loss = None, _labelled_loss(self.output_layer, outputs[:, :-1], labels[:, 1:], num_items_in_batch)
         else:
@@ -474,25 +493,25 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
             loss = None if labels is None else _token_loss(logits[:, :-1], labels[:, 1:], num_items_in_batch)
         next_state = None
         if use_cache is not False:
-            seen = 0 if past_key_values is None else past_key_values.seen_tokens
+            seen = 0 if state is None else state.seen_tokens
             next_state = LSTMState(hidden, cell, seen + input_ids.size(1))
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=next_state,
+            **{CACHE_NAME: next_state},
             hidden_states=(outputs,) if output_hidden_states else None,
         )
 
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: LSTMState | None = None,
         attention_mask: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> dict:
-        if attention_mask is not None and past_key_values is None and not bool(attention_mask.all()):
+        state = kwargs.get(CACHE_NAME)
+        if attention_mask is not None and state is None and not bool(attention_mask.all()):
             raise ValueError("LSTMForCausalLM.generate needs prompts of equal length (no padding) in one batch.")
-        if past_key_values is not None:
+        if state is not None:
             input_ids = input_ids[:, -1:]
-        return {"input_ids": input_ids, "past_key_values": past_key_values, "use_cache": use_cache}
+        return {"input_ids": input_ids, "cache": state, "use_cache": use_cache}
