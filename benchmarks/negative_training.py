@@ -7,7 +7,7 @@ JSON says which, `model`; a random model's replies are unlikely, so then every m
 T_out = -1e9). Eval mode for the search.
 
 * gibbs-enum (Appendix A, Algorithm 3): `--targets` targets of the paper's 0.5k training list
-  (`../shared/data/malicious_targets/train_500_cp1.txt`, or `--targets-file`), trigger length 15, G = 100, one
+  (`package:malicious_targets/train_500_cp1.txt`, or `--targets-file`), trigger length 15, G = 100, one
   sweep, one restart, seed 0. `batched`: `gibbs_enum`'s default, the G candidates of one position of all targets
   in one forward pass, the words before the position read once per trigger (`reuse_prefix`); `one_by_one`:
   `candidate_batch_size=1, reuse_prefix=False`, every candidate its own forward pass over its whole source (the
@@ -72,7 +72,7 @@ from hf_neuralconv.trainers import ConversationTrainer, NegativeTrainer, Negativ
 from hf_neuralconv.training import ConversationTrainingArguments, DataArguments, tokenize_dataset
 
 DEFAULT_MODEL = ROOT / "outputs" / "seq2seq-full"
-DEFAULT_TARGETS = ROOT.parent / "shared" / "data" / "malicious_targets" / "train_500_cp1.txt"
+DEFAULT_TARGETS = "package:malicious_targets/train_500_cp1.txt"
 SEARCH_RATIO_BAR = 20.0  # batched >= 20 x faster than one by one
 STEP_RATIO_BAR = 2.5  # a negative-training step <= 2.5 x an MLE step
 STEP_VARIANTS = ("mle", "negative_frequent", "mle_malicious_batch", "negative_malicious")

@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     attack = commands.add_parser("attack", help="hit rate of malicious targets: gibbs-enum trigger search")
     attack.add_argument("model_dir")
-    attack.add_argument("targets", help="target list, one a line (e.g. ../shared/data/malicious_targets/test_500.txt)")
+    attack.add_argument("targets", help="target list, one a line: a file, or a list shipped with the package, "
+                        "e.g. package:malicious_targets/test_500.txt")
     attack.add_argument("--hit-type", default="o-sample-min-hit", help="o-greedy-hit | {o,io}-sample-{min,avg}-hit")
     attack.add_argument("--input-lm", help="saved LSTM LM (io hits)")
     attack.add_argument("--output-threshold", type=float, help="T_out (default: measured on the test split)")
@@ -318,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         "reverse-attack", help="find inputs for a list of targets; write them as negative-training pairs"
     )
     reverse_attack.add_argument("generator", help="a reverse-train (or reverse-pretrain) output")
-    reverse_attack.add_argument("targets", help="one target a line, e.g. ../shared/data/malicious_targets/test_500.txt")
+    reverse_attack.add_argument("targets", help="one target a line: a file, or a list shipped with the package, "
+                                "e.g. package:malicious_targets/test_500.txt")
     reverse_attack.add_argument("--output", required=True, help="JSONL of found (trigger, target) pairs")
     reverse_attack.add_argument("--num-beams", type=int, default=200, help="RL BeamSearch(N); 1: greedy")
     reverse_attack.add_argument("--min-similarity", type=float, default=0.5, help="a pair counts as found from here")

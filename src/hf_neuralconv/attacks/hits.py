@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..data.resources import resolve_data_path
 from ..data.tokenization import encode_target, source_text
 
 logger = logging.getLogger(__name__)
@@ -257,14 +258,16 @@ class TargetList:
 
 
 def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int | None = 20) -> TargetList:
-    """Read a target list (one lowercased, space-tokenised target a line, as in `data/malicious_targets/`).
+    """Read a target list (one lowercased, space-tokenised target a line, as the paper's lists shipped as
+    `package:malicious_targets/*.txt`).
 
     Blank lines are ignored; targets made only of words the tokenizer does not know are skipped, counted and
     reported (a target of `<unk>`s says nothing). `max_length` caps the ids, `</s>` included (paper: 20).
     """
-    path = Path(path)
+    path = resolve_data_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such target list.")
+        raise FileNotFoundError(f"{path}: no such target list (the paper's lists ship as "
+                                f"package:malicious_targets/train_500_cp1.txt, train_500_cp5.txt and test_500.txt).")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     texts = [_CONTRACTION.sub(r"\1", line) for line in lines if line]
     if not texts:

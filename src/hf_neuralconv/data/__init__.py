@@ -7,6 +7,7 @@ from .dialogue import (
     load_dialogue_file,
     split_conversations,
 )
+from .resources import resolve_data_path, shipped_files
 from .tokenization import (
     BOT,
     SPECIAL_TOKENS,
@@ -35,6 +36,8 @@ __all__ = [
     "load_chitchat",
     "load_dialogue_file",
     "metric_words",
+    "resolve_data_path",
+    "shipped_files",
     "source_text",
     "split_conversations",
     "train_word_tokenizer",
