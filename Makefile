@@ -7,13 +7,19 @@ CLI := $(VENV)/bin/hf-neuralconv
 QUICKSTART_DIR := outputs/seq2seq-quickstart
 FULL_DIR := outputs/seq2seq-full
 
-.PHONY: install kenlm browser demo full mmi test test-heavy bench
+LOCK := requirements/lock.txt
+# The lowest versions pyproject.toml allows of the libraries whose APIs the package follows (make test-oldest;
+# transformers 5.20 is the first with Pipeline._prepare_generate_kwargs; tokenizers is what it resolves to).
+OLDEST := transformers==5.20.0 datasets==4.0.0 accelerate==1.10.0 peft==0.18.1
 
-# torch first, pinned to the CPU wheel: an unpinned or ranged torch would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+.PHONY: install kenlm browser demo full mmi test test-heavy test-latest test-oldest lock bench
+
+# torch first, pinned to the CPU wheel: an unpinned or ranged torch would pull a multi-GB CUDA build. Everything
+# else from the lock of tested versions, so a fresh machine gets exactly what CI tested.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,space]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev,space]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -54,6 +60,30 @@ mmi: install
 
 test: install kenlm browser
 	$(PY) -m pytest -q
+
+# The suite on the newest versions pyproject.toml's ranges allow (no lock), in a venv of its own: transformers
+# changes its APIs between minor versions, so a green `make test` on the lock is not enough.
+test-latest: kenlm browser
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q torch==2.13.0
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev,space]"
+	.venv-latest/bin/python -m pip list 2>/dev/null | grep -iE "^(transformers|tokenizers|datasets|accelerate|peft|gradio) "
+	.venv-latest/bin/python -m pytest -q
+
+# The suite on the lowest versions pyproject.toml allows of transformers and its companions.
+test-oldest: kenlm browser
+	rm -rf .venv-oldest
+	$(PYTHON) -m venv .venv-oldest
+	.venv-oldest/bin/python -m pip install -q torch==2.13.0
+	.venv-oldest/bin/python -m pip install -q -e ".[dev,space]" $(OLDEST)
+	.venv-oldest/bin/python -m pip list 2>/dev/null | grep -iE "^(transformers|tokenizers|datasets|accelerate|peft|gradio) "
+	.venv-oldest/bin/python -m pytest -q
+
+# Rewrite the lock from the current venv (after `make test` passed in it with the versions to lock).
+lock: install
+	{ sed -n '1,3p' $(LOCK); $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 test-heavy: install kenlm browser
 	$(PY) -m pytest -q -m heavy

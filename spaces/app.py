@@ -93,6 +93,12 @@ def load_pipeline(name_or_path: str, anti_lm: str | None = None, reverse_model: 
     return pipeline(TASK, model=name_or_path, **mmi_models)
 
 
+def model_display_name(name_or_path: str) -> str:
+    """The name the page shows: a Hub id as it is, a local directory by its folder name (not a machine path)."""
+    path = Path(name_or_path)
+    return path.resolve().name if path.is_dir() else name_or_path
+
+
 def space_strategies(pipe: ConversationalPipeline) -> list[str]:
     """The strategies the decoding controls offer: the pipeline's, mmi-bidi only with tuned weights to use (the
     controls set no MMI weights; mmi-antilm has the pipeline's defaults)."""
@@ -318,10 +324,11 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
     personas = persona_choices(pipe)
     generation = pipe.model.generation_config
 
-    def chat(message, history, persona, strategy, num_beams, temperature, top_p, max_new_tokens, context_turns,
-             n_best):
-        return answer(pipe, lock, message, history, persona, strategy, num_beams, temperature, top_p,
-                      max_new_tokens, context_turns, n_best)
+    def chat(message, history, *controls):
+        # A persona model's first control is the persona; a model without speakers has no persona input at all,
+        # so its /chat API takes the decoding controls only.
+        persona, decoding = (controls[0], controls[1:]) if personas else (None, controls)
+        return answer(pipe, lock, message, history, persona, *decoding)
 
     def diversity(prompts_text, strategy_a, strategy_b, max_new_tokens, persona, progress=gr.Progress()):  # noqa: B008
         return compare_strategies(pipe, lock, prompts_text, strategy_a, strategy_b, max_new_tokens, persona, progress)
@@ -337,10 +344,9 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
             f"{pipe.max_source_length} tokens of your message and the turns before it."
         )
         with gr.Tab("Chat"):
-            persona = gr.Dropdown(personas, value=personas[0] if personas else None, label="Persona",
-                                  visible=bool(personas), render=False)
+            persona = [gr.Dropdown(personas, value=personas[0], label="Persona", render=False)] if personas else []
             controls = [
-                persona,
+                *persona,
                 gr.Radio(strategies, value="greedy", label="Decoding strategy", render=False),
                 gr.Slider(2, 10, value=5, step=1, label="Beams (beam search)", render=False),
                 gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (sampling)", render=False),
@@ -414,7 +420,7 @@ def main() -> None:
                                                    os.environ.get(WORD_VECTORS_ENV))
     except (OSError, ValueError, TypeError) as error:
         sys.exit(f"spaces/app.py: {error}")
-    build_demo(pipe, name, reverse_generator).queue().launch()
+    build_demo(pipe, model_display_name(name), reverse_generator).queue().launch()
 
 
 if __name__ == "__main__":

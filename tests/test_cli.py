@@ -219,6 +219,32 @@ def test_recipe_overrides_replace_and_add_settings(tmp_path, dialogue_file):
         parse_config(recipe, overrides=["not_a_setting=1"])
 
 
+def test_recipe_decoding_defaults_are_saved_and_chat_decodes_with_them(tmp_path, dialogue_file, capsys):
+    settings = {"num_beams": 3, "no_repeat_ngram_size": 2, "max_new_tokens": 6}
+    main(["train", str(write_recipe(tmp_path, dialogue_file, generation_config=settings))])
+    model, tokenizer = load_model_dir(tmp_path / "model")
+    assert {key: getattr(model.generation_config, key) for key in settings} == settings
+    assert model.generation_config.suppress_tokens  # the defaults it was merged over are kept
+    prompt = "hello how are you ?"
+    capsys.readouterr()
+    main(["chat", str(tmp_path / "model"), "--prompts", str(write_prompts(tmp_path, prompt)),
+          "--max-new-tokens", "6"])
+    inputs = Responder(tmp_path / "model").encode([prompt])
+    expected = model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), num_beams=3,
+                              no_repeat_ngram_size=2, max_new_tokens=6, do_sample=False)
+    reply = tokenizer.decode(expected[0], skip_special_tokens=True)
+    greedy = model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), num_beams=1,
+                            no_repeat_ngram_size=0, max_new_tokens=6)
+    assert tokenizer.decode(greedy[0], skip_special_tokens=True) != reply  # the saved settings make the difference
+    assert capsys.readouterr().out.splitlines() == [f"Human: {prompt}", f"Bot: {reply}"]
+
+
+def write_prompts(tmp_path, *prompts):
+    path = tmp_path / "prompts.txt"
+    path.write_text("".join(f"{prompt}\n" for prompt in prompts))
+    return path
+
+
 def test_model_card_carries_metadata_and_measured_metrics(trained):
     from huggingface_hub import ModelCard
 
@@ -372,3 +398,22 @@ def test_mmi_models_tuning_and_diversity_report(trained, tmp_path, capsys):
         capsys.readouterr()
         main(["chat", str(tuned), "--prompts", str(prompts), "--max-new-tokens", "5", *options])
         assert capsys.readouterr().out.splitlines()[-1] == f"Bot: {expected[0]['generated_text'][-1]['content']}"
+
+
+def test_train_chat_and_evaluate_run_quietly(tmp_path, dialogue_file):
+    """No deprecation line and no pin_memory warning in a normal run (each prints once a process: a fresh one)."""
+    import subprocess
+    import sys
+
+    def run(*argv):
+        result = subprocess.run([sys.executable, "-m", "hf_neuralconv.cli", *map(str, argv)], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    printed = run("train", write_recipe(tmp_path, dialogue_file))
+    printed += run("chat", tmp_path / "model", "--prompts", write_prompts(tmp_path, "hello how are you ?"),
+                   "--num-beams", "3")
+    printed += run("evaluate", tmp_path / "model")
+    for noise in ("deprecated", "pin_memory", "Traceback"):
+        assert noise not in printed, printed

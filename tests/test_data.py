@@ -92,6 +92,17 @@ def test_word_tokenizer(tmp_path):
         train_word_tokenizer(["a"], vocab_size=6)
 
 
+def test_replies_decode_to_text_and_back_to_the_same_ids(tmp_path):
+    tokenizer = train_word_tokenizer(["i'm fine, don't you know? hello! it's ok. you're good: yes"], vocab_size=40)
+    ids = tokenizer("i ' m fine , don ' t you know ? hello ! it ' s ok . you ' re good : yes",
+                    add_special_tokens=False)["input_ids"]
+    text = "i'm fine, don't you know? hello! it's ok. you're good : yes"
+    assert tokenizer.decode(ids) == text
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids  # the reply reads back as it was generated
+    tokenizer.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).decode(ids) == text  # saved with the model
+
+
 def test_encode_examples_truncates_source_from_the_left_and_ends_targets_with_eos():
     tokenizer = train_word_tokenizer(["a b c d e f g h"], vocab_size=20)
     encoded = encode_examples({"context": [["a b c"]], "message": ["d e"], "response": ["f g h"]}, tokenizer,

@@ -1,6 +1,7 @@
 """The dialogue-diversity, corpus-BLEU and hit-rate `evaluate` modules, loaded offline from their files, against
 values computed by hand and against sacrebleu called directly."""
 
+import logging
 import math
 
 import evaluate
@@ -93,6 +94,21 @@ def test_bleu_module_perfect_match_is_100(bleu):
     assert result["bleu"] == pytest.approx(100.0)
     assert result["precisions"] == pytest.approx([100.0] * 4)
     assert "tok:13a" in result["signature"]
+
+
+def test_reply_bleu_scores_the_split_words_without_sacrebleus_tokenized_text_warning(caplog):
+    from hf_neuralconv.data import train_word_tokenizer
+    from hf_neuralconv.evaluation import reply_metrics
+
+    tokenizer = train_word_tokenizer(["i'm fine, thanks. how are you?"], vocab_size=40)
+    replies = [f"i'm fine {index}." for index in range(120)]  # 120 lines ending in " ." once split
+    references = [f"I'm fine, thanks {index}." for index in range(120)]
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        score = reply_metrics(tokenizer, replies, references)["bleu"]
+    assert not [record for record in caplog.records if record.name == "sacrebleu"]
+    expected = sacrebleu.corpus_bleu([f"i ' m fine {index} ." for index in range(120)],
+                                     [[f"i ' m fine , thanks {index} ." for index in range(120)]], tokenize="none")
+    assert score == pytest.approx(expected.score)
 
 
 def test_bleu_module_refuses_empty_or_mismatched_input(bleu):

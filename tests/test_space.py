@@ -409,3 +409,21 @@ def test_red_team_endpoint_keeps_the_server_serving(plain_pipe, pipe):
         assert len(rows["data"]) == 1 and "triggers hit" in summary
     finally:
         demo.close()
+
+
+def test_a_model_without_speakers_chats_without_a_persona_under_its_name(plain_dir, plain_pipe):
+    name = space.model_display_name(str(plain_dir))
+    assert name == plain_dir.name
+    demo = space.build_demo(plain_pipe, name)
+    headers = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    assert f"`{plain_dir.name}`" in headers[0] and str(plain_dir.parent) not in headers[0]
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/chat"]["parameters"]
+        assert "Persona" not in [parameter["label"] for parameter in parameters]
+        reply, _ = client.predict("hi , how are you ?", *GREEDY, api_name="/chat")
+        want = plain_pipe("hi , how are you ?", strategy="greedy", max_new_tokens=8, context_turns=2)
+        assert reply == want[0]["generated_text"][-1]["content"]
+    finally:
+        demo.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .pipelines import ConversationalPipeline
 
@@ -26,7 +26,13 @@ def load_model_dir(model_dir: str | Path) -> tuple[PreTrainedModel, "AutoTokeniz
                 "`hf-neuralconv train` (or `save_pretrained` + tokenizer.save_pretrained)."
             )
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+        config = AutoConfig.from_pretrained(model_dir)
+    except Exception as error:  # invalid JSON, or a value the config class refuses: not a weights problem
+        raise ValueError(f"{model_dir / 'config.json'}: {error} Fix that file, or save the model again.") from error
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, config=config)
+    except OSError:
+        raise  # it names the file already (our models' `from_pretrained`)
     except Exception as error:  # safetensors/transformers raise several types for a damaged file
         raise OSError(
             f"{model_dir}: could not load the weights ({type(error).__name__}: {error}). The file "

@@ -4,7 +4,26 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
+
+
+def _bounded(kind: type, low: float, high: float | None = None, above: bool = False):
+    """An argparse type: a `kind` number of at least `low` (above it with `above`) and at most `high`, so that a
+    value out of range is refused with the range before any model is loaded."""
+    bounds = f"{'>' if above else '>='} {low}" if high is None else f"in {'(' if above else '['}{low}, {high}]"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'} {bounds}, got {text!r}") from None
+        if value < low or (above and value == low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return parse
 
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,21 +34,23 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reverse-model", help="reverse model directory for mmi-bidi (default: the tuned one)")
     group.add_argument("--mmi-lambda", type=float, help="MMI weight lambda (default: tuned, or 0.5 for mmi-antilm)")
     group.add_argument("--mmi-gamma", type=float, help="MMI gamma (tokens penalised by mmi-antilm; length reward)")
-    group.add_argument("--max-new-tokens", type=int, default=32)
-    group.add_argument("--num-beams", type=int, help="beam size (default: the strategy's)")
-    group.add_argument("--num-return-sequences", type=int, default=1, help="N-best list size (<= num beams)")
+    group.add_argument("--max-new-tokens", type=_bounded(int, 1), default=32)
+    group.add_argument("--num-beams", type=_bounded(int, 1), help="beam size (default: the strategy's)")
+    group.add_argument("--num-return-sequences", type=_bounded(int, 1), default=1,
+                       help="N-best list size (<= num beams)")
     group.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
-    group.add_argument("--temperature", type=float, default=1.0)
-    group.add_argument("--top-k", type=int, default=50)
-    group.add_argument("--top-p", type=float, default=1.0)
-    group.add_argument("--context-turns", type=int, default=None, help="turns kept before the message")
+    group.add_argument("--temperature", type=_bounded(float, 0, above=True), default=1.0)
+    group.add_argument("--top-k", type=_bounded(int, 0), default=50, help="0: no top-k filtering")
+    group.add_argument("--top-p", type=_bounded(float, 0, 1, above=True), default=1.0)
+    group.add_argument("--context-turns", type=_bounded(int, 0), default=None, help="turns kept before the message")
 
 
 def _decoding_kwargs(args: argparse.Namespace) -> dict:
     # Without --num-beams, greedy decoding (the default strategy) has one beam; the other strategies bring theirs.
     beams = args.num_beams if args.num_beams is not None else 1 if args.strategy in (None, "greedy") else None
     if beams is not None and args.num_return_sequences > beams and not args.do_sample:
-        raise SystemExit("--num-return-sequences cannot exceed --num-beams for greedy/beam search.")
+        raise ValueError(f"--num-return-sequences {args.num_return_sequences} cannot exceed --num-beams {beams} for "
+                         "greedy/beam search: give more beams, fewer sequences, or --do-sample.")
     kwargs = {"max_new_tokens": args.max_new_tokens, "num_return_sequences": args.num_return_sequences}
     given = {"strategy": args.strategy, "num_beams": args.num_beams, "mmi_lambda": args.mmi_lambda,
              "mmi_gamma": None if args.mmi_gamma is None else _mmi_gamma(args)}
@@ -173,18 +194,28 @@ def command_diversity_report(args: argparse.Namespace) -> None:
     _print_and_save(results, args.output)
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters shown as escapes (`\\x1b`): a prompt file must not drive the terminal."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C" else ch
+                   for ch in text)
+
+
 def command_chat(args: argparse.Namespace) -> None:
     from .chat import Responder
+    from .data.dialogue import read_utf8_text
 
-    responder = Responder(args.model_dir, anti_lm=args.anti_lm, reverse_model=args.reverse_model)
     decoding = _decoding_kwargs(args)
-    if args.prompts:
+    prompts = None
+    if args.prompts:  # read before the model loads: a bad file fails at once
+        prompts = [line.strip() for line in read_utf8_text(args.prompts).splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError(f"{args.prompts}: no prompts (the file is empty or blank); write one message a line.")
+    responder = Responder(args.model_dir, anti_lm=args.anti_lm, reverse_model=args.reverse_model)
+    if prompts is not None:
         # Non-interactive: every line of the file is answered on its own (one-turn conversations).
-        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
-        for line in (line.strip() for line in lines):
-            if line:
-                print(f"Human: {line}")
-                _print_replies(responder.reply([line], args.context_turns, **decoding))
+        for line in prompts:
+            print(f"Human: {_printable(line)}")
+            _print_replies(responder.reply([line], args.context_turns, **decoding))
         return
     print("Chat with the model. /reset starts a new conversation, /quit (or Ctrl-D) leaves.", flush=True)
     history: list[str] = []
@@ -228,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="test perplexity of a model next to KenLM n-gram LMs")
     evaluate.add_argument("model_dir")
-    evaluate.add_argument("--ngram-orders", type=int, nargs="*", default=[], help="e.g. 3 5 (needs KenLM lmplz)")
+    evaluate.add_argument("--ngram-orders", type=_bounded(int, 1), nargs="*", default=[],
+                          help="e.g. 3 5 (needs KenLM lmplz)")
     evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=_bounded(int, 1), default=64)
     evaluate.add_argument("--output", help="also write the results to this JSON file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     evaluate.set_defaults(run=command_evaluate)

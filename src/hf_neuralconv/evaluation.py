@@ -100,6 +100,10 @@ def evaluate_model(
     model_dir: str | Path, ngram_orders: tuple[int, ...] = (), split: str = "test", batch_size: int = 64
 ) -> dict:
     """Token-level perplexity of the model on a split (no target truncation) and of KenLM n-gram LMs."""
+    if ngram_orders:
+        from .ngram import find_lmplz, kenlm_perplexity, train_kenlm
+
+        find_lmplz()  # before the model and data are read: a missing KenLM would otherwise fail after the work
     model_dir = Path(model_dir)
     model, tokenizer = load_model_dir(model_dir)
     data_args = _data_arguments(model_dir)
@@ -115,8 +119,6 @@ def evaluate_model(
         "model_perplexity": model_perplexity,
     }
     if ngram_orders:
-        from .ngram import kenlm_perplexity, train_kenlm
-
         vocabulary = set(tokenizer.get_vocab())
         train_labels = tokenize_dataset(dialogues["train"], tokenizer, data_args, truncate_target=False)["labels"]
         train_sentences = _word_sequences(tokenizer, train_labels)
@@ -218,7 +220,9 @@ def reply_metrics(tokenizer, replies: list[str], references: list[str]) -> dict:
 
     predictions, targets = words(replies), words(references)
     scores = _metric(dialogue_diversity.__file__).compute(predictions=predictions)
-    scores["bleu"] = _metric(corpus_bleu.__file__).compute(predictions=predictions, references=targets)["bleu"]
+    # The words are split already: sacrebleu scores them as they are ("none"), without re-tokenizing them.
+    scores["bleu"] = _metric(corpus_bleu.__file__).compute(predictions=predictions, references=targets,
+                                                           tokenize="none")["bleu"]
     return scores
 
 

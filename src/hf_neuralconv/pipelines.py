@@ -125,8 +125,14 @@ def conversation_turns(chat: str | Sequence[dict]) -> list[str]:
         raise ValueError("The conversation is empty: give at least one message to answer.")
     turns, roles = [], []
     for index, message in enumerate(chat):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        if not isinstance(message, dict):
             raise ValueError(f"Message {index} is not a {{'role': ..., 'content': ...}} dict: {message!r}.")
+        missing = [key for key in ("role", "content") if key not in message]
+        if missing:
+            raise ValueError(
+                f"Message {index} has no {' and no '.join(map(repr, missing))} key (its keys: {list(message)}); "
+                "write each message as {'role': 'user' or 'assistant', 'content': text}."
+            )
         role, text = message["role"], _message_text(message, index)
         if role not in ROLES:
             raise ValueError(
@@ -292,6 +298,15 @@ class ConversationalPipeline(Pipeline):
         """Answer one chat (a string or a message list) or a list of chats; see the class docstring."""
         if isinstance(inputs, (list, tuple)) and not inputs:
             raise ValueError("Nothing to answer: the conversation (or batch) is empty.")
+        if isinstance(inputs, (list, tuple)) and not any(isinstance(item, dict) for item in inputs):
+            # A batch: check every chat before any is answered, and say which one is wrong.
+            for index, chat in enumerate(inputs):
+                try:
+                    conversation_turns(getattr(chat, "messages", chat))
+                except (TypeError, ValueError) as error:
+                    raise type(error)(f"Chat {index} of the batch: {error}") from None
+        elif isinstance(inputs, (list, tuple)):
+            conversation_turns(inputs)  # one chat: otherwise Pipeline takes a list of malformed messages for a batch
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, speaker=None, strategy=None, context_turns=None, mmi_lambda=None, mmi_gamma=None,

@@ -33,6 +33,7 @@ from .attacks.hits import read_text_pairs
 from .attacks.reward import EmbeddingSimilarityReward, content_words, train_word_vectors
 from .chat import load_model_dir
 from .data import load_chitchat, resolve_data_path
+from .data.dialogue import read_utf8_text
 from .data.tokenization import train_word_tokenizer
 from .plotting import plot_success_curves, plot_training_curves
 from .trainers.reinforce import (
@@ -456,7 +457,7 @@ def attack_targets(generator_dir: str | Path, targets_file: str | Path, output: 
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
-    lines = resolve_data_path(targets_file).read_text(encoding="utf-8").splitlines()
+    lines = read_utf8_text(resolve_data_path(targets_file)).splitlines()
     setup = AttackSetupArguments.load(generator_dir)
     similarity = setup.make_reward(threshold=-1.0)
     targets, skipped = [], 0

@@ -9,16 +9,22 @@ generation settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds th
 `results.json` (validation and test perplexity, training time).
 """
 
+import enum
 import json
 import logging
 import os
+import re
+import shutil
 import time
+import types
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import datasets
 import yaml
+from safetensors import safe_open
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -30,6 +36,7 @@ from transformers import (
     enable_full_determinism,
     set_seed,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .attacks import input_threshold, output_threshold
 from .chat import load_model_dir
@@ -41,6 +48,7 @@ from .data import (
     encode_lm_examples,
     load_dialogue_file,
 )
+from .data.dialogue import read_utf8_text
 from .data.tokenization import BOT, USER, train_word_tokenizer
 from .model_card import write_model_card
 from .models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
@@ -87,10 +95,25 @@ class ModelArguments:
     share_embeddings: bool = True
     tie_word_embeddings: bool = False
     init_range: float = 0.08
+    generation_config: dict | None = field(
+        default=None,
+        metadata={"help": "generate() defaults saved with the model in its generation_config, over greedy decoding of "
+                          "32 tokens, e.g. {num_beams: 5, no_repeat_ngram_size: 3}: chat, the pipeline and the Space "
+                          "decode with them unless a call names its own strategy or settings."},
+    )
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}.")
+        if self.generation_config:  # checked now: a typo would otherwise surface after training, or never
+            unknown = sorted(set(self.generation_config) - set(GenerationConfig().to_dict()))
+            if unknown:
+                raise ValueError(f"generation_config: {', '.join(unknown)} is not a GenerationConfig setting; see "
+                                 "transformers' GenerationConfig for the names (e.g. num_beams, no_repeat_ngram_size).")
+            try:
+                GenerationConfig(**self.generation_config).validate(strict=True)
+            except ValueError as error:
+                raise ValueError(f"generation_config {self.generation_config}: {error}") from None
 
 
 @dataclass
@@ -142,23 +165,126 @@ def parse_config(
 
 
 def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: Sequence[str] = ()) -> tuple:
-    """Read a recipe YAML, with `key=value` overrides (values read as YAML), into `dataclass_types` with
-    `HfArgumentParser`; a key that none of them has is an error."""
+    """Read a recipe YAML, with `key=value` overrides (values read as YAML, like the file's), into `dataclass_types`
+    with `HfArgumentParser`; a key that none of them has, or a value of the wrong type, is an error raised before
+    any work starts."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recipe file.")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = _read_yaml(read_utf8_text(path), str(path))
+    if config is None:
+        raise ValueError(f"{path} is empty (no settings); start from a copy of recipes/seq2seq/quickstart.yaml "
+                         "and set its output_dir.")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping of settings (key: value), got {type(config).__name__}.")
+    sources = dict.fromkeys(config, str(path))
     for override in overrides:
         key, separator, value = override.partition("=")
         if not separator or not key.strip():
             raise ValueError(f"Override {override!r} is not key=value (e.g. max_steps=700).")
-        parsed = yaml.safe_load(value)
-        # YAML 1.1 reads no/yes/on/off as booleans: `eval_strategy=no` means the string.
-        config[key.strip()] = value.strip() if isinstance(parsed, bool) and value.strip().lower() not in (
-            "true", "false") else parsed
+        config[key.strip()] = _read_yaml(value, f"override {override!r}")
+        sources[key.strip()] = "override"
+    for dataclass_type in dataclass_types:
+        hints = typing.get_type_hints(dataclass_type)
+        for setting in fields(dataclass_type):
+            if setting.init and setting.name in config:
+                config[setting.name] = _typed_setting(setting.name, config[setting.name], hints[setting.name],
+                                                      sources[setting.name])
     return HfArgumentParser(dataclass_types).parse_dict(config, allow_extra_keys=False)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.safe_load` (YAML 1.1), except that only true/false are booleans here: yes/no/on/off, which YAML 1.1
+    also reads as booleans, are left to `_typed_setting`, which reads them so for boolean settings only (for
+    `eval_strategy: no`, `no` is the word)."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+YAML_BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _read_yaml(text: str, source: str):
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        mark, context = getattr(error, "problem_mark", None), getattr(error, "context", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        if context and getattr(error, "context_mark", None):
+            problem += f", {context} from line {error.context_mark.line + 1}"
+        raise ValueError(f"{source}{where}: not valid YAML ({problem}); fix it there (a setting is `key: value`; "
+                         "quote a value that holds ': ' or ' #').") from None
+
+
+def _typed_setting(name: str, value, annotation, source: str):
+    """`value` as the type the setting `name` declares (yes/no/on/off as booleans, numbers written as text such as
+    1e-3 — YAML 1.1 reads those as strings — as floats), or a ValueError naming the setting and what it takes."""
+    accepted, typed = _as_type(value, annotation)
+    if not accepted:
+        where = "" if source == "override" else f"{source}: "
+        raise ValueError(f"{where}{name}={value}: expected {_describe_type(annotation)}; fix the "
+                         f"{'override' if source == 'override' else 'recipe'}.")
+    return typed
+
+
+def _as_type(value, annotation) -> tuple[bool, object]:
+    origin, members = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for member in members:
+            accepted, typed = _as_type(value, member)
+            if accepted:
+                return True, typed
+        return False, value
+    if annotation is type(None):
+        return value is None, value
+    if annotation is bool:
+        if isinstance(value, str) and value.lower() in YAML_BOOLEANS:
+            return True, YAML_BOOLEANS[value.lower()]
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if annotation is str:  # scalars only: `resume_from_checkpoint: true` is documented, numbers read as names
+        return not isinstance(value, (list, dict)), value
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        values = {member.value for member in annotation}
+        return isinstance(value, annotation) or (isinstance(value, str) and value in values), value
+    if origin is typing.Literal:
+        return value in members, value
+    if annotation is list or origin is list:
+        if not isinstance(value, list):
+            return False, value
+        items = [_as_type(item, members[0]) if members else (True, item) for item in value]
+        return all(accepted for accepted, _ in items), [typed for _, typed in items]
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value  # other classes (e.g. accelerate's ParallelismConfig) check themselves
+
+
+def _describe_type(annotation) -> str:
+    origin, members = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe_type(member) for member in members))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return f"one of {', '.join(str(member.value) for member in annotation)}"
+    if origin is typing.Literal:
+        return f"one of {', '.join(map(str, members))}"
+    if annotation is list or origin is list:
+        return f"a list ([...]) whose items are {_describe_type(members[0])}" if members else "a list ([...])"
+    return {type(None): "null", bool: "true/false (yes/no, on/off also read as YAML booleans)",
+            int: "a whole number", float: "a number (e.g. 0.001)", str: "text", dict: "a mapping (key: value)"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def check_output_dir(training_args: ConversationTrainingArguments) -> None:
@@ -176,9 +302,66 @@ def check_output_dir(training_args: ConversationTrainingArguments) -> None:
         )
 
 
+def resume_checkpoint(training_args: TrainingArguments) -> str | None:
+    """The checkpoint directory a run resumes from (None when it does not resume): `resume_from_checkpoint: true`
+    names the last `checkpoint-*` of `output_dir`. A missing one is an error before any work."""
+    resume = training_args.resume_from_checkpoint
+    if not resume:
+        return None
+    output_dir = Path(training_args.output_dir)
+    if resume is True:
+        checkpoint = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+        if checkpoint is None:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint: true, but {output_dir} holds no {PREFIX_CHECKPOINT_DIR}-* directory to "
+                "resume from (checkpoints are saved by `save_strategy`); train without resume_from_checkpoint."
+            )
+        return checkpoint
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={resume}: no such checkpoint directory; give a "
+                                f"{PREFIX_CHECKPOINT_DIR}-* directory, or true for the last one in output_dir.")
+    return str(resume)
+
+
+def check_checkpoint_matches(model, checkpoint: str) -> None:
+    """Refuse to resume from a checkpoint whose weights do not fit `model` (another recipe's sizes or vocabulary),
+    before anything is written; loading it would fail in the middle of `Trainer.train`."""
+    weights = Path(checkpoint) / "model.safetensors"
+    if not weights.is_file():
+        return  # Trainer names a checkpoint without weights itself
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(str(weights), "pt") as saved:
+        for name in saved.keys():
+            shape = tuple(saved.get_slice(name).get_shape())
+            if name in shapes and shapes[name] != shape:
+                raise ValueError(
+                    f"{checkpoint} does not fit this recipe's model: {name} is {shape} there, {shapes[name]} here "
+                    "(the checkpoint comes from a run with other model sizes or another vocabulary). Resume with "
+                    "that run's recipe, or drop resume_from_checkpoint and set overwrite_output_dir: true to start "
+                    "over."
+                )
+
+
+def clear_previous_checkpoints(training_args: TrainingArguments) -> None:
+    """Overwriting an output directory starts a new run: the old run's `checkpoint-*` directories go, since a later
+    `resume_from_checkpoint: true` would pick them up. Call it after every check has passed, before writing."""
+    if not training_args.should_save or not getattr(training_args, "overwrite_output_dir", False):
+        return
+    if training_args.resume_from_checkpoint:  # resuming continues the run its checkpoints belong to
+        return
+    for checkpoint in Path(training_args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
+
+
 def load_conversations(dataset: str) -> dict[str, list[tuple[str, str]]]:
     """The dialogues of `DataArguments.dataset`: the chitchat corpus, or a user's dialogue file."""
-    return chitchat_turns() if dataset == "chitchat" else load_dialogue_file(dataset)
+    if dataset == "chitchat":
+        return chitchat_turns()
+    if not Path(dataset).is_file():  # a misspelt corpus name would otherwise be "an unsupported file type ''"
+        raise FileNotFoundError(f"dataset {dataset!r} is neither a built-in corpus (chitchat) nor an existing file; "
+                                "fix the name or the path (a .jsonl, .json, .csv or .parquet file).")
+    return load_dialogue_file(dataset)
 
 
 def load_dialogues(data_args: DataArguments) -> datasets.DatasetDict:
@@ -241,12 +424,11 @@ def first_examples(dataset: datasets.Dataset, limit: int | None) -> datasets.Dat
     return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
 
 
-def default_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
-    """Greedy decoding of up to 32 tokens; tokens that never belong in a reply are suppressed."""
+def default_generation_config(tokenizer: PreTrainedTokenizerFast, settings: dict | None = None) -> GenerationConfig:
+    """Greedy decoding of up to 32 tokens, or the recipe's `settings` over it; tokens that never belong in a reply
+    are suppressed."""
     return GenerationConfig(
-        max_new_tokens=32,
-        do_sample=False,
-        num_beams=1,
+        **{"max_new_tokens": 32, "do_sample": False, "num_beams": 1, **(settings or {})},
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -255,7 +437,8 @@ def default_generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationC
     )
 
 
-NOT_ARCHITECTURE = ("model_name_or_path", "architecture", "tokenizer_name_or_path")  # ModelArguments' other fields
+# ModelArguments' fields that are not architecture settings (the others are the model config's sizes and options).
+NOT_ARCHITECTURE = ("model_name_or_path", "architecture", "tokenizer_name_or_path", "generation_config")
 
 
 def build_model(
@@ -308,6 +491,7 @@ def describe_machine() -> str:
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: ConversationTrainingArguments) -> dict:
     """Train, keep the best checkpoint by validation perplexity, evaluate on test; return the results."""
     check_output_dir(training_args)
+    checkpoint = resume_checkpoint(training_args)
     role = _model_role(model_args, data_args)
     # The model is built before Trainer seeds: seed here so that `seed` fixes the initial weights too.
     (enable_full_determinism if training_args.full_determinism else set_seed)(training_args.seed)
@@ -333,12 +517,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
                                     data_args, truncate_target=False, architecture=model_args.architecture)
 
     model = build_model(model_args, tokenizer)
-    model.generation_config = default_generation_config(tokenizer)
-    if training_args.should_save:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(output_dir)
-        (output_dir / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
-
+    model.generation_config = default_generation_config(tokenizer, model_args.generation_config)
+    if checkpoint:
+        check_checkpoint_matches(model, checkpoint)
     trainer = ConversationTrainer(
         model=model,
         args=training_args,
@@ -347,7 +528,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
         processing_class=tokenizer,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or None)
+    # Every check has passed: only now is the output directory changed.
+    clear_previous_checkpoints(training_args)
+    if training_args.should_save:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
     if training_args.should_save and role != "language-model":  # pipeline(model=output_dir, trust_remote_code=True)
         add_custom_pipeline(output_dir)
@@ -438,6 +625,7 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
     trainer = NegativeTrainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=test_set,
                               processing_class=tokenizer, input_lm=input_lm)
     perplexity_before = trainer.evaluate(metric_key_prefix="test")["test_perplexity"]
+    clear_previous_checkpoints(training_args)
     train_result = trainer.train()
     trainer.save_model(str(output_dir))
     trainer.save_state()  # trainer_state.json: the logged hit rates / max-ratio behind the figure

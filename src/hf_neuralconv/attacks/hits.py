@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.resources import resolve_data_path
+from ..data.dialogue import read_utf8_text
 from ..data.tokenization import encode_target, source_text
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such target list (the paper's lists ship as "
                                 f"package:malicious_targets/train_500_cp1.txt, train_500_cp5.txt and test_500.txt).")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_utf8_text(path).splitlines()]
     texts = [_CONTRACTION.sub(r"\1", line) for line in lines if line]
     if not texts:
         raise ValueError(f"{path}: the target list is empty (one target sentence a line).")

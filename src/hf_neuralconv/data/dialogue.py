@@ -56,13 +56,18 @@ def split_conversations(
         raise ValueError(f"`fractions` must be three non-negative numbers summing to 1, got {list(fractions)}.")
     ids = sorted(set(conversation_ids))
     random.Random(seed).shuffle(ids)
-    n_train = round(fractions[0] * len(ids))
-    n_validation = round(fractions[1] * len(ids))
+    n_train, n_validation, _ = _split_sizes(len(ids), fractions)
     return {
         "train": ids[:n_train],
         "validation": ids[n_train : n_train + n_validation],
         "test": ids[n_train + n_validation :],
     }
+
+
+def _split_sizes(count: int, fractions: Sequence[float]) -> tuple[int, int, int]:
+    n_train = round(fractions[0] * count)
+    n_validation = round(fractions[1] * count)
+    return n_train, n_validation, count - n_train - n_validation
 
 
 def chitchat_turns() -> dict[str, list[tuple[str, str]]]:
@@ -98,6 +103,16 @@ def build_dataset_dict(
     if max_context_turns < 0:
         raise ValueError(f"`max_context_turns` must be >= 0, got {max_context_turns}.")
     splits = split_conversations(conversations, fractions, seed)
+    empty = [split for split, ids in splits.items() if not ids]
+    if empty:  # a Trainer cannot train or evaluate on an empty split, and `datasets` fails on one obscurely
+        needed = next((count for count in range(len(conversations) + 1, 100_000)
+                       if min(_split_sizes(count, fractions)) > 0), None)
+        fix = f"give at least {needed} conversations" if needed else "make every split fraction positive"
+        raise ValueError(
+            f"{len(conversations)} conversations are too few to split into train/validation/test with "
+            f"split_fractions {list(fractions)}: the {' and '.join(empty)} split would be empty; {fix} "
+            "(or change split_fractions)."
+        )
     result = {}
     for split, ids in splits.items():
         rows = [example for cid in ids for example in dialogue_examples(cid, conversations[cid], max_context_turns)]
@@ -119,20 +134,47 @@ def _read_table(path: Path) -> datasets.Dataset:
         raise DataFormatError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .csv or .parquet.")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such data file.")
-    if builders[suffix] != "parquet":
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = raw[: error.start].count(b"\n") + 1
-            raise DataFormatError(
-                f"{path}: line {line} (byte {error.start}) is not valid UTF-8; re-encode the file as UTF-8 "
-                f"(e.g. `iconv -f latin1 -t utf-8`)."
-            ) from None
+    text = None if builders[suffix] == "parquet" else read_utf8_text(path)
+    if (text is not None and not text.strip()) or path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: the file is empty; it needs at least one dialogue (a `turns` row) or pair.")
     try:
         return datasets.load_dataset(builders[suffix], data_files=str(path), split="train")
     except Exception as error:  # datasets wraps parser errors in several types; name the file either way
+        if builders[suffix] == "json":
+            _check_json_lines(path, text)
         raise DataFormatError(f"{path}: could not be parsed as {builders[suffix]}: {error}") from error
+
+
+def _check_json_lines(path: Path, text: str) -> None:
+    """Name the first line of a JSON-lines file that is not a JSON object (`datasets` says only that it failed)."""
+    if text.lstrip().startswith("["):  # one JSON document, not JSON lines
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(
+                f"{path}: line {number}, column {error.colno}: not valid JSON ({error.msg}); each line must be one "
+                "JSON object, e.g. {\"turns\": [\"hi\", \"hello\"]}: fix or remove that line."
+            ) from None
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path}: line {number} is a JSON {type(row).__name__}, not an object; each line "
+                                  "must be one JSON object, e.g. {\"turns\": [\"hi\", \"hello\"]}.")
+
+
+def read_utf8_text(path: str | Path) -> str:
+    """The text of a UTF-8 file; a file that is not UTF-8 is a `DataFormatError` naming the file and the line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}: line {line} (byte {error.start}) is not valid UTF-8; re-encode the file as UTF-8 "
+            f"(e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
 
 
 def _text_field(value, path: Path, row: int, field: str) -> str:
@@ -163,16 +205,25 @@ def _row_turns(turns, path: Path, row: int) -> list[tuple[str, str]]:
 
 
 def load_dialogue_file(path: str | Path) -> dict[str, list[tuple[str, str]]]:
-    """Read a user's dialogues: a JSONL/JSON/CSV/Parquet file with a `turns` column (optional `conversation_id`),
-    or (`source`, `target`[, `speaker`]) pairs, each pair a two-turn dialogue. Returns the layout of
-    `chitchat_turns`. Malformed rows raise `DataFormatError` naming the file, the row (1-based) and the field."""
+    """Read a user's dialogues: a JSONL/JSON/CSV/Parquet file with a `turns` column (optional `conversation_id`,
+    unique: a row is a whole dialogue), or (`source`, `target`[, `speaker`]) pairs, each pair a two-turn dialogue.
+    Returns the layout of `chitchat_turns`. Malformed rows raise `DataFormatError` naming the file, the row
+    (1-based) and the field."""
     path = Path(path)
     table = _read_table(path)
     columns = set(table.column_names)
     conversations = {}
     if "turns" in columns:
+        rows_of = {}
         for row, record in enumerate(table, start=1):
             conversation_id = str(record.get("conversation_id") or f"{path.stem}-{row}")
+            if conversation_id in rows_of:  # a row is a whole dialogue: a second one would replace the first
+                raise DataFormatError(
+                    f"{path}: rows {rows_of[conversation_id]} and {row} share conversation_id {conversation_id!r}; "
+                    "a row is one whole dialogue (all its `turns`), so ids must be unique: put the turns of one "
+                    "conversation in one row, or give the rows distinct ids."
+                )
+            rows_of[conversation_id] = row
             conversations[conversation_id] = _row_turns(record["turns"], path, row)
     elif {"source", "target"} <= columns:
         for row, record in enumerate(table, start=1):

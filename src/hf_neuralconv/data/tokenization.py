@@ -50,6 +50,9 @@ def wrap_tokenizer(backend: Tokenizer) -> PreTrainedTokenizerFast:
         extra_special_tokens=[USER, BOT],
         padding_side="right",
         truncation_side="left",
+        # Replies read as text: "i ' m fine , don ' t" decodes to "i'm fine, don't" (the WordPiece decoder alone
+        # joins " ," and " ?" but not the apostrophes). Encoding the decoded text gives the same ids back.
+        clean_up_tokenization_spaces=True,
         model_max_length=10**6,
     )
     return tokenizer

@@ -80,13 +80,17 @@ def grid_search(
         raise ValueError("The grid is empty: give at least one lambda and one gamma.")
     lambdas = [check_weight("lambda", lam) for lam in lambdas]
     gammas = [check_weight("gamma", gamma, allow_negative=True) for gamma in gammas]
+    # Text `normalize` has split into words is scored as it is (sacrebleu's tokenizer would re-split it, and warn
+    # that it looks tokenized); raw text gets sacrebleu's default "13a".
+    tokenize = "13a" if normalize is None else "none"
     normalize = normalize or str
     references = [normalize(reference) for reference in references]
     grid = {}
     for lam in lambdas:
         for gamma in gammas:
             best = [normalize(nbest.candidates[int(nbest.scores(lam, gamma).argmax())]) for nbest in nbest_lists]
-            grid[(lam, gamma)] = sacrebleu.corpus_bleu(best, [references]).score
+            grid[(lam, gamma)] = sacrebleu.corpus_bleu(best, [references], tokenize=tokenize,
+                                                         force=tokenize == "none").score
     (lam, gamma), bleu = max(grid.items(), key=lambda item: item[1])  # max keeps the first of equal items
     result = MMITuningResult(lam, gamma, bleu, grid)
     if result.on_grid_edge:

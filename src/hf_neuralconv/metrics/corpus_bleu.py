@@ -36,7 +36,8 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: the generated replies (detokenized strings).
     references: the reference replies (strings), one per prediction.
-    tokenize: sacrebleu's tokenizer (default "13a", sacrebleu's default; "none" for pre-tokenized text).
+    tokenize: sacrebleu's tokenizer (default "13a", sacrebleu's default; "none" for text already split into words,
+        which is then scored as it is, without sacrebleu's warning that it looks tokenized).
     lowercase: lowercase both sides before scoring (default False).
 Returns:
     bleu: corpus BLEU, 0-100.
@@ -66,7 +67,8 @@ class CorpusBleu(evaluate.Metric):
         if not predictions:
             raise ValueError("Nothing to score: give at least one prediction and its reference.")
         # The object `sacrebleu.corpus_bleu` builds, kept here because only it gives the signature.
-        bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
+        # `force`: text declared split (tokenize="none") is not second-guessed as "forgot to detokenize".
+        bleu = BLEU(tokenize=tokenize, lowercase=lowercase, force=tokenize == "none")
         score = bleu.corpus_score(predictions, [references])
         return {
             "bleu": score.score,

@@ -25,11 +25,22 @@ def evaluation_mode(model):
         model.train(was_training)
 
 
+def unpin_memory_on_cpu(args) -> None:
+    """Turn `dataloader_pin_memory` (TrainingArguments' default) off on a CPU run: pinned memory only speeds copies
+    to an accelerator, and torch's DataLoader warns about it in every CPU run otherwise."""
+    if args.dataloader_pin_memory and args.device.type == "cpu":
+        args.dataloader_pin_memory = False
+
+
 class ConversationTrainer(Trainer):
     """Trainer for the LSTM dialogue models; adds `eval_perplexity` (token-level, pads excluded) to evaluation,
     and with `train_sampling_strategy="group_by_length"` buckets batches by *target* length."""
 
     _evaluation_totals: torch.Tensor | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        unpin_memory_on_cpu(self.args)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset

@@ -48,7 +48,7 @@ from transformers import (
 from ..attacks.environments import DialogueEnvironment, EnvironmentQueryError
 from ..data import encode_source, encode_target
 from ..pipelines import sequence_scores
-from .conversation import ConversationTrainer, evaluation_mode
+from .conversation import ConversationTrainer, evaluation_mode, unpin_memory_on_cpu
 
 BASELINES = ("mean", "none")
 # A reward function maps (targets, environment outputs) to one reward per pair, e.g. EmbeddingSimilarityReward.
@@ -233,6 +233,7 @@ class ReinforceTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
+        unpin_memory_on_cpu(self.args)
         self.environment = environment
         self.reward_function = reward_function
         self.ref_model = None

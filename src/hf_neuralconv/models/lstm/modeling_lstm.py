@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -105,7 +106,12 @@ class LSTMPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+        try:
+            model = super().from_pretrained(*args, **kwargs)
+        except SafetensorError as error:  # its message names neither the file nor what to do
+            name = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise OSError(f"{name}: the weights file model.safetensors cannot be read ({error}); it is truncated or "
+                          "corrupt: copy it again, or save the model again.") from error
         # Loaded tensors can start at 8-byte offsets; CPU kernels (BLAS, the packed-sequence LSTM) then take a
         # differently vectorised path whose sums differ in the last bits. 64-byte aligned copies make a reloaded
         # model compute exactly what the saved one did.
