@@ -10,6 +10,8 @@ FULL_DIR := outputs/seq2seq-full
 LOCK := requirements/lock.txt
 # The lowest versions pyproject.toml allows of the libraries whose APIs the package follows (make test-oldest;
 # transformers 5.20 is the first with Pipeline._prepare_generate_kwargs; tokenizers is what it resolves to).
+# The libraries whose versions test-latest and test-oldest print before their run.
+SHOWN := transformers|tokenizers|datasets|accelerate|peft|gradio
 OLDEST := transformers==5.20.0 datasets==4.0.0 accelerate==1.10.0 peft==0.18.1
 
 .PHONY: install kenlm browser demo full mmi test test-heavy test-latest test-oldest lock bench
@@ -41,7 +43,7 @@ demo: install
 		$(CLI) train $(VENV)/quickstart.yaml; \
 	fi
 	$(CLI) evaluate $(QUICKSTART_DIR)
-	$(CLI) chat $(QUICKSTART_DIR) --prompts recipes/seq2seq/probes.txt
+	$(CLI) chat $(QUICKSTART_DIR) --prompts recipes/seq2seq/probes.txt --seed 0
 
 # The full recipe (about an hour on 2 CPU cores) and its comparison with KenLM 3- and 5-gram LMs.
 full: install kenlm
@@ -68,7 +70,7 @@ test-latest: kenlm browser
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q torch==2.13.0
 	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev,space]"
-	.venv-latest/bin/python -m pip list 2>/dev/null | grep -iE "^(transformers|tokenizers|datasets|accelerate|peft|gradio) "
+	.venv-latest/bin/python -m pip list 2>/dev/null | grep -iE "^($(SHOWN)) "
 	.venv-latest/bin/python -m pytest -q
 
 # The suite on the lowest versions pyproject.toml allows of transformers and its companions.
@@ -77,7 +79,7 @@ test-oldest: kenlm browser
 	$(PYTHON) -m venv .venv-oldest
 	.venv-oldest/bin/python -m pip install -q torch==2.13.0
 	.venv-oldest/bin/python -m pip install -q -e ".[dev,space]" $(OLDEST)
-	.venv-oldest/bin/python -m pip list 2>/dev/null | grep -iE "^(transformers|tokenizers|datasets|accelerate|peft|gradio) "
+	.venv-oldest/bin/python -m pip list 2>/dev/null | grep -iE "^($(SHOWN)) "
 	.venv-oldest/bin/python -m pytest -q
 
 # Rewrite the lock from the current venv (after `make test` passed in it with the versions to lock).

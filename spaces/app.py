@@ -330,8 +330,10 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
         persona, decoding = (controls[0], controls[1:]) if personas else (None, controls)
         return answer(pipe, lock, message, history, persona, *decoding)
 
-    def diversity(prompts_text, strategy_a, strategy_b, max_new_tokens, persona, progress=gr.Progress()):  # noqa: B008
-        return compare_strategies(pipe, lock, prompts_text, strategy_a, strategy_b, max_new_tokens, persona, progress)
+    def diversity(prompts_text, strategy_a, strategy_b, max_new_tokens, *persona, progress=gr.Progress()):  # noqa: B008
+        # As in chat: the persona input exists only for a persona model.
+        return compare_strategies(pipe, lock, prompts_text, strategy_a, strategy_b, max_new_tokens,
+                                  persona[0] if persona else None, progress)
 
     def find_triggers(target, trigger_length, num_candidates, max_sweeps, num_restarts, output_threshold, num_beams,
                       progress=gr.Progress()):  # noqa: B008
@@ -361,7 +363,8 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
                 chat,
                 additional_inputs=controls,
                 additional_outputs=[candidates],
-                additional_inputs_accordion=gr.Accordion("Persona and decoding", open=True, render=False),
+                additional_inputs_accordion=gr.Accordion("Persona and decoding" if personas else "Decoding",
+                                                         open=True, render=False),
                 textbox=gr.Textbox(placeholder="Say something", max_length=MAX_MESSAGE_CHARS, render=False),
             )
             candidates.render()
@@ -372,8 +375,7 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
                 strategy_b = gr.Dropdown(strategies, value="sample", label="Strategy B")
                 max_new_tokens = gr.Slider(1, 64, value=generation.max_new_tokens or 32, step=1,
                                            label="Max new tokens")
-                diversity_persona = gr.Dropdown(personas, value=personas[0] if personas else None, label="Persona",
-                                                visible=bool(personas))
+                diversity_persona = [gr.Dropdown(personas, value=personas[0], label="Persona")] if personas else []
             run = gr.Button("Decode and compare", variant="primary")
             gr.Markdown("distinct-n: distinct n-grams divided by the number of generated tokens (Li et al. 2016); "
                         "max-ratio: share of the most frequent reply (He & Glass 2020).")
@@ -381,7 +383,7 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
                                    interactive=False)
             chart = gr.BarPlot(x="bar", y="value", color="strategy", label="Diversity chart", sort=None)
             table = gr.Dataframe(headers=["prompt", "reply A", "reply B"], label="Replies", interactive=False)
-            run.click(diversity, [prompts, strategy_a, strategy_b, max_new_tokens, diversity_persona],
+            run.click(diversity, [prompts, strategy_a, strategy_b, max_new_tokens, *diversity_persona],
                       [table, metrics, chart], api_name="diversity")
         with gr.Tab("Red team"):
             gr.Markdown(

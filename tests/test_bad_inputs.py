@@ -11,7 +11,7 @@ from transformers import AutoModelForSeq2SeqLM
 from conftest import make_dialogues, tiny_model, write_dialogue_file
 from hf_neuralconv.chat import load_model_dir
 from hf_neuralconv.cli import main
-from hf_neuralconv.models import LSTMSeq2SeqForConditionalGeneration
+from hf_neuralconv.models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqForConditionalGeneration
 from hf_neuralconv.pipelines import ConversationalPipeline
 from hf_neuralconv.training import DataArguments, load_dialogues, parse_config
 from test_cli import write_recipe
@@ -78,6 +78,10 @@ def trained_copy(trained, tmp_path):
          "generation_config: num_beam is not a GenerationConfig setting"),
         (["overwrite_output_dir=yes", "generation_config={num_beams: 2, num_return_sequences: 3}"],
          "`num_return_sequences` (3) has to be smaller or equal to `num_beams` (2)"),
+        (["overwrite_output_dir=yes", "generation_config={pad_token_id: 3}"],
+         "generation_config: pad_token_id come from the tokenizer; remove them"),
+        (["overwrite_output_dir=yes", "generation_config={num_beams: five}"],
+         "generation_config: num_beams='five': expected a whole number"),
         (["resume_from_checkpoint=true", "hidden_size=24"],
          "does not fit this recipe's model: attention.output_transform.weight is (16, 32) there, (24, 48) here"),
         (["resume_from_checkpoint=nowhere/checkpoint-3"],
@@ -313,6 +317,12 @@ def _config_not_json(model_dir):
     (model_dir / "config.json").write_text('{"model_type": "lstm-seq2seq",')
 
 
+def _a_language_model(model_dir):
+    config = json.loads((model_dir / "config.json").read_text())
+    LSTMForCausalLM(LSTMLMConfig(vocab_size=config["vocab_size"], embedding_size=4, hidden_size=4)).save_pretrained(
+        model_dir)
+
+
 def _truncated_weights(model_dir):
     weights = (model_dir / "model.safetensors").read_bytes()
     (model_dir / "model.safetensors").write_bytes(weights[: len(weights) // 2])
@@ -324,6 +334,8 @@ def _truncated_weights(model_dir):
         (_negative_size, load_model_dir,
          "config.json: LSTMSeq2SeqConfig: `hidden_size` must be a positive integer, got -4. Fix that file"),
         (_config_not_json, load_model_dir, "config.json"),
+        (_a_language_model, load_model_dir, "a LSTMLMConfig model ('lstm_lm') is not a chatbot this command can "
+                                            "answer with"),
         (_truncated_weights, load_model_dir, "the weights file model.safetensors cannot be read"),
         (_truncated_weights, LSTMSeq2SeqForConditionalGeneration.from_pretrained,
          "the weights file model.safetensors cannot be read"),
@@ -385,3 +397,13 @@ def test_pipeline_names_the_bad_message_and_chat(chat, chat_input, error, messag
         chat(chat_input)
     assert message in str(error_info.value)
     assert chat([[USER_HI], "hello"])[1][0]["generated_text"][-1]["role"] == "assistant"  # still answering
+
+
+def test_generation_config_is_read_as_its_settings_types_and_only_where_it_is_saved(trained):
+    from hf_neuralconv.trainers import NegativeTrainingConfig
+
+    _, recipe = trained
+    model_args, _, _ = parse_config(recipe, overrides=["generation_config={do_sample: yes, temperature: 7e-1}"])
+    assert model_args.generation_config == {"do_sample": True, "temperature": 0.7}  # YAML 1.1 reads 7e-1 as text
+    with pytest.raises(ValueError, match="only `hf-neuralconv train` saves decoding defaults"):
+        parse_config(recipe, NegativeTrainingConfig, ["generation_config={num_beams: 2}"])

@@ -417,3 +417,15 @@ def test_train_chat_and_evaluate_run_quietly(tmp_path, dialogue_file):
     printed += run("evaluate", tmp_path / "model")
     for noise in ("deprecated", "pin_memory", "Traceback"):
         assert noise not in printed, printed
+
+
+def test_chat_seed_repeats_sampled_replies(trained, capsys):
+    tmp_path, _ = trained
+    prompts = write_prompts(tmp_path, "hello how are you ?", "what is your name ?")
+    runs = []
+    for seed in (5, 5, 6):
+        capsys.readouterr()
+        main(["chat", str(tmp_path / "model"), "--prompts", str(prompts), "--do-sample", "--top-k", "0",
+              "--num-return-sequences", "3", "--seed", str(seed)])
+        runs.append(capsys.readouterr().out)
+    assert runs[0] == runs[1] and runs[0] != runs[2]

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import LogitsProcessorList, pipeline
+from transformers import AutoModelForSeq2SeqLM, LogitsProcessorList, pipeline
 
 import hf_neuralconv  # noqa: F401  (registers the "conversational" task)
 from hf_neuralconv.chat import Responder
@@ -184,6 +184,22 @@ def test_max_new_tokens_and_greedy_strategy(chat):
     outputs = chat(CHAT, strategy="greedy", max_new_tokens=3)
     assert replies(outputs) == reference(chat, [m["content"] for m in CHAT], max_new_tokens=3)[0]
     assert len(replies(outputs)[0].split()) <= 3
+
+
+def test_the_models_decoding_defaults_apply_unless_a_strategy_is_named(model_dir, tmp_path):
+    shutil.copytree(model_dir, tmp_path / "model")
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "model")
+    model.generation_config.update(do_sample=True, top_k=0, top_p=0.5, no_repeat_ngram_size=2, max_new_tokens=6)
+    model.generation_config.save_pretrained(tmp_path / "model")
+    sampling = pipeline("conversational", model=str(tmp_path / "model"))
+    plain = pipeline("conversational", model=str(model_dir))
+    for strategy in ("greedy", "beam"):  # as named: the saved sampling and n-gram block are not used
+        assert replies(sampling(CHAT, strategy=strategy)) == replies(plain(CHAT, strategy=strategy, max_new_tokens=6))
+    inputs = sampling.preprocess(CHAT)
+    torch.manual_seed(4)
+    saved = sampling.model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    torch.manual_seed(4)
+    assert replies(sampling(CHAT)) == sampling.tokenizer.batch_decode(saved, skip_special_tokens=True)
 
 
 @pytest.mark.parametrize(

@@ -425,5 +425,7 @@ def test_a_model_without_speakers_chats_without_a_persona_under_its_name(plain_d
         reply, _ = client.predict("hi , how are you ?", *GREEDY, api_name="/chat")
         want = plain_pipe("hi , how are you ?", strategy="greedy", max_new_tokens=8, context_turns=2)
         assert reply == want[0]["generated_text"][-1]["content"]
+        table, _, _ = client.predict("hi , how are you ?", "greedy", "beam", 8, api_name="/diversity")
+        assert table["data"][0][:2] == ["hi , how are you ?", reply]
     finally:
         demo.close()

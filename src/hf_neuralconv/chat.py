@@ -28,7 +28,12 @@ def load_model_dir(model_dir: str | Path) -> tuple[PreTrainedModel, "AutoTokeniz
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except Exception as error:  # invalid JSON, or a value the config class refuses: not a weights problem
-        raise ValueError(f"{model_dir / 'config.json'}: {error} Fix that file, or save the model again.") from error
+        raise ValueError(f"{model_dir / 'config.json'}: {str(error).rstrip('.')}. Fix that file, or save the model "
+                         "again.") from error
+    if type(config) not in AutoModelForSeq2SeqLM._model_mapping:
+        raise ValueError(f"{model_dir}: a {type(config).__name__} model ({config.model_type!r}) is not a chatbot this "
+                         "command can answer with; give an encoder-decoder model directory (`hf-neuralconv train` "
+                         "with the default `architecture: seq2seq`).")
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, config=config)
     except OSError:

@@ -34,30 +34,32 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reverse-model", help="reverse model directory for mmi-bidi (default: the tuned one)")
     group.add_argument("--mmi-lambda", type=float, help="MMI weight lambda (default: tuned, or 0.5 for mmi-antilm)")
     group.add_argument("--mmi-gamma", type=float, help="MMI gamma (tokens penalised by mmi-antilm; length reward)")
-    group.add_argument("--max-new-tokens", type=_bounded(int, 1), default=32)
+    group.add_argument("--max-new-tokens", type=_bounded(int, 1),
+                       help="longest reply in tokens (default: the model's generation_config)")
     group.add_argument("--num-beams", type=_bounded(int, 1), help="beam size (default: the strategy's)")
     group.add_argument("--num-return-sequences", type=_bounded(int, 1), default=1,
                        help="N-best list size (<= num beams)")
-    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
-    group.add_argument("--temperature", type=_bounded(float, 0, above=True), default=1.0)
-    group.add_argument("--top-k", type=_bounded(int, 0), default=50, help="0: no top-k filtering")
-    group.add_argument("--top-p", type=_bounded(float, 0, 1, above=True), default=1.0)
+    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search; the three "
+                       "settings below (default: the model's generation_config) apply to sampling")
+    group.add_argument("--temperature", type=_bounded(float, 0, above=True))
+    group.add_argument("--top-k", type=_bounded(int, 0), help="0: no top-k filtering")
+    group.add_argument("--top-p", type=_bounded(float, 0, 1, above=True))
     group.add_argument("--context-turns", type=_bounded(int, 0), default=None, help="turns kept before the message")
 
 
 def _decoding_kwargs(args: argparse.Namespace) -> dict:
-    # Without --num-beams, greedy decoding (the default strategy) has one beam; the other strategies bring theirs.
-    beams = args.num_beams if args.num_beams is not None else 1 if args.strategy in (None, "greedy") else None
+    # Greedy decoding has one beam; the other strategies, and the model's own settings, bring theirs (generate()
+    # refuses more sequences than beams for those).
+    beams = args.num_beams if args.num_beams is not None else 1 if args.strategy == "greedy" else None
     if beams is not None and args.num_return_sequences > beams and not args.do_sample:
         raise ValueError(f"--num-return-sequences {args.num_return_sequences} cannot exceed --num-beams {beams} for "
                          "greedy/beam search: give more beams, fewer sequences, or --do-sample.")
-    kwargs = {"max_new_tokens": args.max_new_tokens, "num_return_sequences": args.num_return_sequences}
-    given = {"strategy": args.strategy, "num_beams": args.num_beams, "mmi_lambda": args.mmi_lambda,
+    given = {"num_return_sequences": args.num_return_sequences, "max_new_tokens": args.max_new_tokens,
+             "strategy": args.strategy, "num_beams": args.num_beams, "mmi_lambda": args.mmi_lambda,
              "mmi_gamma": None if args.mmi_gamma is None else _mmi_gamma(args)}
-    kwargs.update({name: value for name, value in given.items() if value is not None})
     if args.do_sample:
-        kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    return kwargs
+        given.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _mmi_gamma(args: argparse.Namespace) -> float | int:
@@ -211,6 +213,10 @@ def command_chat(args: argparse.Namespace) -> None:
         if not prompts:
             raise ValueError(f"{args.prompts}: no prompts (the file is empty or blank); write one message a line.")
     responder = Responder(args.model_dir, anti_lm=args.anti_lm, reverse_model=args.reverse_model)
+    if args.seed is not None:
+        from transformers import set_seed
+
+        set_seed(args.seed)
     if prompts is not None:
         # Non-interactive: every line of the file is answered on its own (one-turn conversations).
         for line in prompts:
@@ -382,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="chat in the terminal, or answer a file of prompts (--prompts)")
     chat.add_argument("model_dir")
     chat.add_argument("--prompts", help="answer each line of this file instead of chatting interactively")
+    chat.add_argument("--seed", type=_bounded(int, 0),
+                      help="seed the random numbers: sampled replies repeat from run to run")
     _add_decoding_arguments(chat)
     chat.set_defaults(run=command_chat)
     return parser

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, LogitsProcessorList, Pipeline, PreTrainedModel
+from transformers import AutoModelForSeq2SeqLM, GenerationConfig, LogitsProcessorList, Pipeline, PreTrainedModel
 from transformers.utils import cached_file
 
 from .data.tokenization import encode_source, source_text
@@ -73,6 +73,10 @@ DECODING_STRATEGIES = {
     "mmi-bidi": {"do_sample": False},  # beams: generation_config.mmi, else rerank.DEFAULT_NUM_BEAMS
 }
 BASIC_STRATEGIES = ("greedy", "beam", "sample")
+# The model's generation_config settings a named strategy keeps; its other decoding defaults (a recipe's sampling
+# temperature, an n-gram block, ...) go back to transformers' defaults, so that "greedy" is greedy search.
+STRATEGY_KEEPS = ("max_new_tokens", "max_length", "bos_token_id", "eos_token_id", "pad_token_id",
+                  "decoder_start_token_id", "suppress_tokens", "begin_suppress_tokens", "transformers_version")
 # MMI-antiLM weights when neither the call nor the pipeline gives them: lambda and the number of penalised leading
 # tokens (Li et al. 2016 tune both on development data; these only make the strategy usable out of the box).
 DEFAULT_ANTILM_LAMBDA = 0.5
@@ -374,6 +378,10 @@ class ConversationalPipeline(Pipeline):
             return kwargs
         for key, value in DECODING_STRATEGIES[strategy].items():
             kwargs.setdefault(key, value)
+        defaults = GenerationConfig().to_dict()
+        for key in self.model.generation_config.to_diff_dict():
+            if key in defaults and key not in STRATEGY_KEEPS:
+                kwargs.setdefault(key, defaults[key])
         beams = kwargs.get("num_beams")
         wrong_beams = strategy in ("greedy", "beam") and (beams > 1) != (strategy == "beam")
         if kwargs["do_sample"] != (strategy == "sample") or wrong_beams:

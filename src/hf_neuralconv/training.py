@@ -41,7 +41,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from .attacks import input_threshold, output_threshold
 from .chat import load_model_dir
 from .data import (
-    SPECIAL_TOKENS,
     build_dataset_dict,
     chitchat_turns,
     encode_examples,
@@ -49,7 +48,7 @@ from .data import (
     load_dialogue_file,
 )
 from .data.dialogue import read_utf8_text
-from .data.tokenization import BOT, USER, train_word_tokenizer
+from .data.tokenization import train_word_tokenizer
 from .model_card import write_model_card
 from .models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from .pipelines import DATA_CONFIG_FILE, add_custom_pipeline
@@ -97,23 +96,52 @@ class ModelArguments:
     init_range: float = 0.08
     generation_config: dict | None = field(
         default=None,
-        metadata={"help": "generate() defaults saved with the model in its generation_config, over greedy decoding of "
-                          "32 tokens, e.g. {num_beams: 5, no_repeat_ngram_size: 3}: chat, the pipeline and the Space "
-                          "decode with them unless a call names its own strategy or settings."},
+        metadata={"help": "generate() defaults saved with a trained chatbot in its generation_config, over greedy "
+                          "decoding of 32 tokens, e.g. {do_sample: true, top_p: 0.9}: `chat` and the pipeline decode "
+                          "with them unless a call names a strategy (greedy, beam, ...: those decode as named)."},
     )
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}.")
-        if self.generation_config:  # checked now: a typo would otherwise surface after training, or never
-            unknown = sorted(set(self.generation_config) - set(GenerationConfig().to_dict()))
-            if unknown:
-                raise ValueError(f"generation_config: {', '.join(unknown)} is not a GenerationConfig setting; see "
-                                 "transformers' GenerationConfig for the names (e.g. num_beams, no_repeat_ngram_size).")
+        if self.generation_config:  # checked now: a mistake would otherwise surface after training, or never
+            self.generation_config = checked_generation_settings(self.generation_config)
+
+
+# Set from the tokenizer by `default_generation_config`; a recipe cannot change them.
+TOKENIZER_GENERATION_SETTINGS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
+                                 "suppress_tokens")
+
+
+def checked_generation_settings(settings: dict) -> dict:
+    """A recipe's `generation_config` mapping, each value of its GenerationConfig setting's type (a number written
+    as text, which YAML 1.1 reads for 1e-1, becomes one), or a ValueError naming the setting and the fix."""
+    # transformers 5 leaves unset settings None and keeps their effective defaults apart: those give the types.
+    defaults = {**GenerationConfig().to_dict(), **GenerationConfig._get_default_generation_params()}
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise ValueError(f"generation_config: {', '.join(unknown)} is not a GenerationConfig setting; see "
+                         "transformers' GenerationConfig for the names (e.g. num_beams, no_repeat_ngram_size).")
+    reserved = sorted(set(settings) & set(TOKENIZER_GENERATION_SETTINGS))
+    if reserved:
+        raise ValueError(f"generation_config: {', '.join(reserved)} come from the tokenizer; remove them.")
+    checked = {}
+    for name, value in settings.items():
+        default = defaults[name]
+        expected = float if isinstance(default, float) else type(default) if default is not None else None
+        if expected is float and isinstance(value, (str, int)) and not isinstance(value, bool):
             try:
-                GenerationConfig(**self.generation_config).validate(strict=True)
-            except ValueError as error:
-                raise ValueError(f"generation_config {self.generation_config}: {error}") from None
+                value = float(value)
+            except ValueError:
+                pass
+        if expected is not None and (isinstance(value, bool) != (expected is bool) or not isinstance(value, expected)):
+            raise ValueError(f"generation_config: {name}={value!r}: expected {_describe_type(expected)}.")
+        checked[name] = value
+    try:
+        GenerationConfig(**checked).validate(strict=True)
+    except ValueError as error:
+        raise ValueError(f"generation_config {checked}: {error}") from None
+    return checked
 
 
 @dataclass
@@ -161,13 +189,15 @@ def parse_config(
     """Read a recipe YAML into the three argument dataclasses (unknown keys are an error); `training_class` is
     `NegativeTrainingConfig` for negative-training recipes. `overrides` are `key=value` strings (the value read as
     YAML) that replace or add recipe keys, e.g. `max_steps=700`, so a variant of a recipe needs no copy of it."""
-    return parse_recipe(path, (ModelArguments, DataArguments, training_class), overrides)
+    return parse_recipe(path, (ModelArguments, DataArguments, training_class), overrides,
+                        saves_generation_config=training_class is ConversationTrainingArguments)
 
 
-def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: Sequence[str] = ()) -> tuple:
+def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: Sequence[str] = (),
+                 saves_generation_config: bool = False) -> tuple:
     """Read a recipe YAML, with `key=value` overrides (values read as YAML, like the file's), into `dataclass_types`
     with `HfArgumentParser`; a key that none of them has, or a value of the wrong type, is an error raised before
-    any work starts."""
+    any work starts. `generation_config` is refused unless the command saves it (`train`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recipe file.")
@@ -190,6 +220,9 @@ def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: S
             if setting.init and setting.name in config:
                 config[setting.name] = _typed_setting(setting.name, config[setting.name], hints[setting.name],
                                                       sources[setting.name])
+    if config.get("generation_config") and not saves_generation_config:
+        raise ValueError("generation_config: only `hf-neuralconv train` saves decoding defaults with the model it "
+                         "trains; remove it from this recipe (a chat call chooses its own decoding).")
     return HfArgumentParser(dataclass_types).parse_dict(config, allow_extra_keys=False)
 
 
@@ -267,9 +300,18 @@ def _as_type(value, annotation) -> tuple[bool, object]:
             return False, value
         items = [_as_type(item, members[0]) if members else (True, item) for item in value]
         return all(accepted for accepted, _ in items), [typed for _, typed in items]
-    if annotation is dict or origin is dict:
-        return isinstance(value, dict), value
+    if annotation is dict or origin is dict:  # its values are read as YAML 1.1 would: yes/no/on/off as booleans
+        return isinstance(value, dict), _yaml11_booleans(value)
     return True, value  # other classes (e.g. accelerate's ParallelismConfig) check themselves
+
+
+def _yaml11_booleans(value):
+    """`value` with the words YAML 1.1 reads as booleans (yes/no/on/off/true/false) made booleans, at any depth."""
+    if isinstance(value, dict):
+        return {key: _yaml11_booleans(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_yaml11_booleans(item) for item in value]
+    return YAML_BOOLEANS.get(value.lower(), value) if isinstance(value, str) else value
 
 
 def _describe_type(annotation) -> str:
@@ -331,15 +373,18 @@ def check_checkpoint_matches(model, checkpoint: str) -> None:
         return  # Trainer names a checkpoint without weights itself
     shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     with safe_open(str(weights), "pt") as saved:
-        for name in saved.keys():
-            shape = tuple(saved.get_slice(name).get_shape())
-            if name in shapes and shapes[name] != shape:
-                raise ValueError(
-                    f"{checkpoint} does not fit this recipe's model: {name} is {shape} there, {shapes[name]} here "
-                    "(the checkpoint comes from a run with other model sizes or another vocabulary). Resume with "
-                    "that run's recipe, or drop resume_from_checkpoint and set overwrite_output_dir: true to start "
-                    "over."
-                )
+        saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())  # saved once, under the weight they share
+    problems = [f"{name} is {shape} there, {shapes[name]} here" for name, shape in saved_shapes.items()
+                if name in shapes and shapes[name] != shape]
+    problems += [f"{name} is missing there" for name in sorted(set(shapes) - set(saved_shapes) - tied)]
+    problems += [f"{name} is not in this model" for name in sorted(set(saved_shapes) - set(shapes))]
+    if problems:  # Trainer would load it non-strictly: a partly initialised model, resumed with a warning
+        raise ValueError(
+            f"{checkpoint} does not fit this recipe's model: {'; '.join(problems[:3])} (the checkpoint comes from a "
+            "run with other model sizes, options or vocabulary). Resume with that run's recipe, or drop "
+            "resume_from_checkpoint and set overwrite_output_dir: true to start over."
+        )
 
 
 def clear_previous_checkpoints(training_args: TrainingArguments) -> None:
@@ -433,7 +478,8 @@ def default_generation_config(tokenizer: PreTrainedTokenizerFast, settings: dict
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         decoder_start_token_id=tokenizer.bos_token_id,
-        suppress_tokens=tokenizer.convert_tokens_to_ids([SPECIAL_TOKENS[0], SPECIAL_TOKENS[1], USER, BOT]),
+        # <unk> too: it would print as nothing (a reply never needs it; perplexity still counts it)
+        suppress_tokens=[index for index in tokenizer.all_special_ids if index != tokenizer.eos_token_id],
     )
 
 
@@ -528,7 +574,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
         processing_class=tokenizer,
     )
-    # Every check has passed: only now is the output directory changed.
+    # Every check has passed: only now are files written into the output directory (Trainer made it, empty).
     clear_previous_checkpoints(training_args)
     if training_args.should_save:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.resources import resolve_data_path
 from ..data.dialogue import read_utf8_text
+from ..data.resources import resolve_data_path, shipped_files
 from ..data.tokenization import encode_target, source_text
 
 logger = logging.getLogger(__name__)
@@ -267,8 +267,8 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
     """
     path = resolve_data_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such target list (the paper's lists ship as "
-                                f"package:malicious_targets/train_500_cp1.txt, train_500_cp5.txt and test_500.txt).")
+        raise FileNotFoundError(f"{path}: no such target list (the paper's lists ship with the package: "
+                                f"{', '.join(shipped_files('malicious_targets'))}).")
     lines = [line.strip() for line in read_utf8_text(path).splitlines()]
     texts = [_CONTRACTION.sub(r"\1", line) for line in lines if line]
     if not texts:

@@ -13,8 +13,8 @@ token and beam search reorders the state through `LSTMState.reorder_cache`. tran
 argument and output field from `past_key_values` to `cache`; the models take either name and return the state under
 the one the installed transformers uses (`CACHE_NAME`), so that `generate()` hands it back on every version.
 
-This file only imports torch, transformers and the configuration beside it, so that a saved model loads with
-`trust_remote_code=True` in an environment without this package.
+This file only imports torch, transformers, safetensors and the configuration beside it, so that a saved model
+loads with `trust_remote_code=True` in an environment without this package.
 """
 
 from dataclasses import dataclass
@@ -355,9 +355,9 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMPreTrainedModel, GenerationMixin):
         r"""Decoder logits for `decoder_input_ids` (or the right-shifted `labels`) given the source.
 
         With `cache` (an `LSTMState`; `past_key_values` is its pre-5.25 name), only the new decoder tokens are read
-        and the state continues from there; the output's `CACHE_NAME` field is the state after the last token. `decoder_attention_mask` is
-        accepted for API compatibility: padding at the end of a right-padded target does not influence the earlier
-        positions of a unidirectional decoder, and the loss ignores labels equal to -100.
+        and the state continues from there; the output's `CACHE_NAME` field is the state after the last token.
+        `decoder_attention_mask` is accepted for API compatibility: padding at the end of a right-padded target does
+        not influence the earlier positions of a unidirectional decoder, and the loss ignores labels equal to -100.
 
         `task="autoencoder"` encodes `input_ids` with the autoencoder encoder instead of the seq2seq one (Luan et al.
         2017, Section 4); everything after the encoder is the same.
