@@ -264,6 +264,12 @@ def test_causal_lm_cache_and_loss(tiny_tokenizer, tmp_path):
         steps.append(output.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full.logits)
     assert state.get_seq_length() == ids.size(1)
+    # The pre-5.25 name reads the same state; both names at once are refused.
+    first = model(ids[:, :3])
+    old_name = model(ids[:, 3:], past_key_values=first[CACHE_NAME])
+    torch.testing.assert_close(old_name.logits, full.logits[:, 3:])
+    with pytest.raises(ValueError, match="not both"):
+        model(ids[:, 3:], cache=first[CACHE_NAME], past_key_values=first[CACHE_NAME])
     manual = F.cross_entropy(full.logits[0, :-1], ids[0, 1:])
     torch.testing.assert_close(full.loss, manual)
     padded_labels = ids.masked_fill(torch.arange(ids.size(1)) >= 4, -100)
