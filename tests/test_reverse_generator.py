@@ -45,9 +45,9 @@ from hf_neuralconv.reverse_experiment import AttackSetupArguments, ReferenceCorp
 from hf_neuralconv.training import ConversationTrainingArguments, ModelArguments, parse_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "reverse_generator"
-# The Space's /chat controls after the message: persona, strategy, beams, temperature, top-p, max new tokens, context
-# turns, N-best size.
-SPACE_CHAT_INPUTS = (None, "greedy", 5, 1.0, 0.9, 8, 2, 1)
+# The Space's /chat controls after the message for a model without speakers (a persona model's come first): strategy,
+# beams, temperature, top-p, max new tokens, context turns, N-best size.
+SPACE_CHAT_INPUTS = ("greedy", 5, 1.0, 0.9, 8, 2, 1)
 
 
 class Victim:

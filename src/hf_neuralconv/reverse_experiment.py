@@ -80,7 +80,7 @@ class AttackSetupArguments:
     gradio_extra_inputs: str = field(
         default="[]",
         metadata={"help": "JSON list of the endpoint's inputs after the message; our Space's /chat: "
-                          '[null, "greedy", 5, 1.0, 0.9, 32, 2, 1].'},
+                          '["greedy", 5, 1.0, 0.9, 32, 2, 1] (a persona model: its persona first).'},
     )
     environment_batch_size: int = field(default=256, metadata={"help": "Inputs a local chatbot decodes at once."})
     word_vectors: str | None = field(

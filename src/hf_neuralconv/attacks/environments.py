@@ -226,8 +226,8 @@ class GradioEnvironment(DialogueEnvironment):
     flight at once (one client, and connection, per concurrent query). The reply is the endpoint's output, or
     output number `reply_index` when it has several (our Space's `/chat` returns the reply and an N-best table).
 
-    Our Space: `GradioEnvironment(url, "/chat", extra_inputs=(None, "greedy", 5, 1.0, 0.9, 32, 2, 1))`
-    (persona, strategy, beams, temperature, top-p, max new tokens, context turns, N-best size).
+    Our Space: `GradioEnvironment(url, "/chat", extra_inputs=("greedy", 5, 1.0, 0.9, 32, 2, 1))` (strategy, beams,
+    temperature, top-p, max new tokens, context turns, N-best size; a persona model's persona comes first).
     Extra keyword arguments: see `DialogueEnvironment`.
     """
 
