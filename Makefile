@@ -12,7 +12,7 @@ LOCK := requirements/lock.txt
 # transformers 5.20 is the first with Pipeline._prepare_generate_kwargs; tokenizers is what it resolves to).
 # The libraries whose versions test-latest and test-oldest print before their run.
 SHOWN := transformers|tokenizers|datasets|accelerate|peft|gradio
-OLDEST := transformers==5.20.0 datasets==5.0.0 accelerate==1.10.0 peft==0.19.1
+OLDEST := transformers==5.20.0 datasets==5.0.0 accelerate==1.10.0 peft==0.22.0
 
 .PHONY: install kenlm browser demo full mmi test test-heavy test-latest test-oldest lock bench
 
