@@ -125,18 +125,14 @@ def checked_generation_settings(settings: dict) -> dict:
     reserved = sorted(set(settings) & set(TOKENIZER_GENERATION_SETTINGS))
     if reserved:
         raise ValueError(f"generation_config: {', '.join(reserved)} come from the tokenizer; remove them.")
-    checked = {}
+    checked = dict(settings)
     for name, value in settings.items():
-        default = defaults[name]
-        expected = float if isinstance(default, float) else type(default) if default is not None else None
-        if expected is float and isinstance(value, (str, int)) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if expected is not None and (isinstance(value, bool) != (expected is bool) or not isinstance(value, expected)):
+        if defaults[name] is None:  # no default to take a type from: `validate` below judges the value
+            continue
+        expected = type(defaults[name])
+        accepted, checked[name] = _as_type(value, expected)  # the recipe's own reading of numbers and booleans
+        if not accepted:
             raise ValueError(f"generation_config: {name}={value!r}: expected {_describe_type(expected)}.")
-        checked[name] = value
     try:
         GenerationConfig(**checked).validate(strict=True)
     except ValueError as error:
