@@ -10,13 +10,10 @@ Usage: python scripts/speaker_vector_ablation.py RECIPE.yaml MTASK_M_RUN_DIR [..
 import json
 import sys
 
-from hf_neuralconv.persona import GENERIC_SPEAKER
-from hf_neuralconv.speaker_adaptation import (
-    SpeakerModel,
-    adaptation_data,
-    parse_speaker_adaptation_recipe,
-    speaker_perplexities,
-)
+from hf_neuralconv.persona.config import parse_speaker_adaptation_recipe
+from hf_neuralconv.persona.evaluation import SpeakerModel, speaker_perplexities
+from hf_neuralconv.persona.experiment import adaptation_data
+from hf_neuralconv.persona.speakers import GENERIC_SPEAKER
 
 
 def pooled(result: dict) -> dict:

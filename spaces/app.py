@@ -35,26 +35,17 @@ import gradio as gr
 import pandas as pd
 from transformers import pipeline
 
-from hf_neuralconv.attacks import (
-    CallableEnvironment,
-    EmbeddingSimilarityReward,
-    EnvironmentQueryError,
-    HitCriterion,
-    content_words,
-    gibbs_enum,
-    score_pairs,
-)
-from hf_neuralconv.chat import load_model_dir
-from hf_neuralconv.data import encode_target
-from hf_neuralconv.metrics import distinct_n, max_ratio
-from hf_neuralconv.pipelines import (
-    TASK,
-    ConversationalPipeline,
-    clean_text,
-    encode_history,
-    read_model_json,
-)
-from hf_neuralconv.trainers.reinforce import attack
+from hf_neuralconv.core.chat_format import clean_text, encode_history, read_model_json
+from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.data.tokenization import encode_target
+from hf_neuralconv.metrics.diversity import distinct_n, max_ratio
+from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward, content_words
+from hf_neuralconv.metrics.hit_criteria import HitCriterion
+from hf_neuralconv.negative_training.gibbs_enum import gibbs_enum
+from hf_neuralconv.negative_training.hits import score_pairs
+from hf_neuralconv.pipelines.conversational import TASK, ConversationalPipeline
+from hf_neuralconv.reverse_generator.attack import attack
+from hf_neuralconv.reverse_generator.environments import CallableEnvironment, EnvironmentQueryError
 
 MODEL_ENV = "HF_NEURALCONV_MODEL"
 ANTI_LM_ENV = "HF_NEURALCONV_ANTI_LM"

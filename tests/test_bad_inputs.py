@@ -6,15 +6,16 @@ import json
 import shutil
 
 import pytest
+from conftest import make_dialogues, tiny_model, write_dialogue_file, write_recipe
 from transformers import AutoModelForSeq2SeqLM
 
-from conftest import make_dialogues, tiny_model, write_dialogue_file
-from hf_neuralconv.chat import load_model_dir
 from hf_neuralconv.cli import main
-from hf_neuralconv.models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqForConditionalGeneration
-from hf_neuralconv.pipelines import ConversationalPipeline
-from hf_neuralconv.training import DataArguments, load_dialogues, parse_config
-from test_cli import write_recipe
+from hf_neuralconv.core.arguments import DataArguments, parse_config
+from hf_neuralconv.core.building import load_dialogues
+from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.models.lstm.configuration_lstm import LSTMLMConfig
+from hf_neuralconv.models.lstm.modeling_lstm import LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
 
 NOT_UTF8 = b"hello there\ncaf\xe9 au lait\n"  # latin-1: byte 15, on line 2
 
@@ -400,7 +401,7 @@ def test_pipeline_names_the_bad_message_and_chat(chat, chat_input, error, messag
 
 
 def test_generation_config_is_read_as_its_settings_types_and_only_where_it_is_saved(trained):
-    from hf_neuralconv.trainers import NegativeTrainingConfig
+    from hf_neuralconv.negative_training.trainer import NegativeTrainingConfig
 
     _, recipe = trained
     model_args, _, _ = parse_config(recipe, overrides=["generation_config={do_sample: yes, temperature: 7e-1}"])

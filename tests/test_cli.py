@@ -7,27 +7,15 @@ import shutil
 
 import pytest
 import torch
-import yaml
+from conftest import write_recipe
 from transformers import AutoTokenizer
 
-from hf_neuralconv.chat import Responder, load_model_dir
 from hf_neuralconv.cli import main
-from hf_neuralconv.data import load_dialogue_file
-from hf_neuralconv.training import DataArguments, build_dataset_dict, tokenize_dataset
-
-
-def write_recipe(tmp_path, dialogue_file, name="recipe.yaml", **overrides):
-    recipe = {
-        "output_dir": str(tmp_path / "model"), "dataset": str(dialogue_file), "embedding_size": 12,
-        "hidden_size": 16, "vocab_size": 40, "max_source_length": 12, "max_target_length": 8, "dropout": 0.0,
-        "max_steps": 6, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 5, "learning_rate": 0.01,
-        "eval_strategy": "no", "save_strategy": "no", "logging_steps": 2, "report_to": "none", "use_cpu": True,
-        "split_fractions": [0.8, 0.1, 0.1], "seed": 1,
-    }
-    recipe.update(overrides)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+from hf_neuralconv.core.arguments import DataArguments
+from hf_neuralconv.core.building import tokenize_dataset
+from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.data.dialogue import build_dataset_dict, load_dialogue_file
+from hf_neuralconv.pipelines.responder import Responder
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +75,7 @@ def test_evaluate_matches_reference_loop(trained):
 
 
 def test_evaluate_against_kenlm(trained):
-    from hf_neuralconv.ngram import find_lmplz
+    from hf_neuralconv.seq2seq.ngram import find_lmplz
 
     try:
         find_lmplz()
@@ -203,8 +191,8 @@ def test_impossible_recipe_is_a_clear_error(tmp_path, dialogue_file, capsys):
 
 
 def test_recipe_overrides_replace_and_add_settings(tmp_path, dialogue_file):
-    from hf_neuralconv.trainers import NegativeTrainingConfig
-    from hf_neuralconv.training import parse_config
+    from hf_neuralconv.core.arguments import parse_config
+    from hf_neuralconv.negative_training.trainer import NegativeTrainingConfig
 
     recipe = write_recipe(tmp_path, dialogue_file)
     model_args, data_args, training_args = parse_config(
@@ -260,8 +248,8 @@ def test_model_card_carries_metadata_and_measured_metrics(trained):
     assert f"| Perplexity (test) | {results['test_perplexity']:.4g} |" in card.text
     assert 'pipeline("conversational"' in card.text
     # The training run also measured its greedy replies to the test inputs (all of them: fewer than 1,000 here).
-    from hf_neuralconv.evaluation import reply_metrics
-    from hf_neuralconv.training import load_dialogues
+    from hf_neuralconv.core.building import load_dialogues
+    from hf_neuralconv.core.evaluation import reply_metrics
 
     model, tokenizer = load_model_dir(model_dir)
     test = load_dialogues(DataArguments(**json.loads((model_dir / "data_config.json").read_text())))["test"]
@@ -320,10 +308,11 @@ def test_mmi_models_tuning_and_diversity_report(trained, tmp_path, capsys):
     into a saved chatbot, and the diversity report over every strategy."""
     from transformers import AutoModelForCausalLM
 
-    from hf_neuralconv.data import metric_words
-    from hf_neuralconv.evaluation import reply_metrics
-    from hf_neuralconv.metrics import distinct_n, entropy_n, max_ratio
-    from hf_neuralconv.training import load_dialogues
+    from hf_neuralconv.core.building import load_dialogues
+    from hf_neuralconv.core.evaluation import reply_metrics
+    from hf_neuralconv.data.tokenization import metric_words
+    from hf_neuralconv.metrics.diversity import distinct_n, max_ratio
+    from hf_neuralconv.metrics.entropy import entropy_n
 
     model_tmp, dialogue_file = trained
     chatbot = model_tmp / "model"

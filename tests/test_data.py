@@ -6,19 +6,16 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from hf_neuralconv.data import (
-    SPECIAL_TOKENS,
+from hf_neuralconv.data.dialogue import (
     DataFormatError,
     build_dataset_dict,
     chitchat_turns,
     dialogue_examples,
-    encode_examples,
     load_chitchat,
     load_dialogue_file,
-    source_text,
     split_conversations,
-    train_word_tokenizer,
 )
+from hf_neuralconv.data.tokenization import SPECIAL_TOKENS, encode_examples, source_text, train_word_tokenizer
 
 TURNS = [("a", "hi"), ("b", "hello there"), ("a", "how are you ?"), ("b", "fine"), ("a", "good")]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hf_neuralconv.metrics import distinct_n, max_ratio
+from hf_neuralconv.metrics.diversity import distinct_n, max_ratio
 
 REPLIES = ["i do n't know", "i do n't know", "me too"]  # 4 + 4 + 2 = 10 generated tokens
 

@@ -1,61 +1,14 @@
 """gibbs-enum (He & Glass 2020, Appendix A): finds a planted trigger, batched scoring equals one-by-one scoring, the
 one-hot gradient equals autograd through an explicit one-hot input, special tokens stay out, runs are seeded."""
 
-import functools
-
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_model
-from test_mmi import tiny_lm
+from conftest import PLANTED_TARGET, PLANTED_TRIGGER, planted_model, target_ids, tiny_lm, tiny_model
 
-from hf_neuralconv.attacks import gibbs_enum, score_pairs, trigger_prefix
-from hf_neuralconv.attacks.gibbs_enum import candidate_scores, encode_prefix, trigger_loss
-from hf_neuralconv.attacks.hits import pad_ids, trigger_vocabulary
-
-PLANTED_TRIGGER, PLANTED_TARGET, GENERIC_REPLY = "coffee night tea", "bad day", "fine thanks"
-
-
-def word_ids(tokenizer, text):
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def toy_batch(tokenizer, generator, size=32):
-    """Random 3-word messages answered "fine thanks", except the planted trigger, answered "bad day"; a third of the
-    other messages are one word away from the planted trigger, so that only the whole trigger hits."""
-    allowed = trigger_vocabulary(tokenizer)
-    planted = torch.tensor(word_ids(tokenizer, PLANTED_TRIGGER))
-    messages = allowed[torch.randint(len(allowed), (size, 3), generator=generator)]
-    near = planted.repeat(size, 1)
-    near[torch.arange(size), torch.randint(3, (size,), generator=generator)] = allowed[
-        torch.randint(len(allowed), (size,), generator=generator)
-    ]
-    draw = torch.rand(size, generator=generator)
-    messages = torch.where((draw < 0.25)[:, None], planted, torch.where((draw < 0.55)[:, None], near, messages))
-    is_planted = messages.eq(planted).all(dim=1)
-    eos = tokenizer.eos_token_id
-    target, generic = (torch.tensor(word_ids(tokenizer, text) + [eos]) for text in (PLANTED_TARGET, GENERIC_REPLY))
-    sources = torch.cat([torch.tensor(trigger_prefix(tokenizer)).expand(size, -1), messages], dim=1)
-    return sources, torch.where(is_planted[:, None], target, generic)
-
-
-@functools.cache
-def planted_model(tokenizer, steps=600):
-    """A tiny seq2seq model that says "bad day" to "coffee night tea" only (600 Adam steps, about 2 s)."""
-    model = tiny_model(tokenizer, seed=0, hidden_size=32, embedding_size=16, init_range=0.1).train()
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-    for _ in range(steps):
-        sources, labels = toy_batch(tokenizer, generator)
-        loss = model(input_ids=sources, attention_mask=torch.ones_like(sources), labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
-def target_ids(tokenizer, text):
-    return word_ids(tokenizer, text) + [tokenizer.eos_token_id]
+from hf_neuralconv.core.scoring import pad_ids
+from hf_neuralconv.negative_training.gibbs_enum import candidate_scores, encode_prefix, gibbs_enum, trigger_loss
+from hf_neuralconv.negative_training.hits import score_pairs, trigger_prefix, trigger_vocabulary
 
 
 def test_finds_the_planted_trigger(tiny_tokenizer):

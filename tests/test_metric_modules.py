@@ -8,7 +8,8 @@ import evaluate
 import pytest
 import sacrebleu
 
-from hf_neuralconv.metrics import average_length, corpus_bleu, dialogue_diversity, distinct_n_per_utterance, hit_rate
+from hf_neuralconv.metrics import corpus_bleu, dialogue_diversity, hit_rate
+from hf_neuralconv.metrics.diversity import average_length, distinct_n_per_utterance
 
 # 3 + 3 + 3 = 9 generated tokens; unigrams i, am, fine, ok; bigrams (i am) x3, (am fine) x2, (am ok) x1;
 # trigrams (i am fine) x2, (i am ok) x1.
@@ -97,8 +98,8 @@ def test_bleu_module_perfect_match_is_100(bleu):
 
 
 def test_reply_bleu_scores_the_split_words_without_sacrebleus_tokenized_text_warning(caplog):
-    from hf_neuralconv.data import train_word_tokenizer
-    from hf_neuralconv.evaluation import reply_metrics
+    from hf_neuralconv.core.evaluation import reply_metrics
+    from hf_neuralconv.data.tokenization import train_word_tokenizer
 
     tokenizer = train_word_tokenizer(["i'm fine, thanks. how are you?"], vocab_size=40)
     replies = [f"i'm fine {index}." for index in range(120)]  # 120 lines ending in " ." once split

@@ -6,34 +6,13 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_lm, tiny_model
 from transformers import AutoModelForSeq2SeqLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from hf_neuralconv import LSTMForCausalLM, LSTMLMConfig
-from hf_neuralconv.generation import (
-    MMI_CONFIG_KEY,
-    MMIAntiLMLogitsProcessor,
-    MMITuningResult,
-    ScoredNBest,
-    encode_histories,
-    generate_nbest,
-    grid_search,
-    mmi_bidi_generate,
-    rerank,
-    save_mmi_settings,
-    score_nbest,
-    tune_mmi,
-)
-
-
-def tiny_lm(tokenizer, seed: int = 1, **overrides) -> LSTMForCausalLM:
-    torch.manual_seed(seed)
-    settings = dict(
-        vocab_size=len(tokenizer), embedding_size=12, hidden_size=16, num_layers=1, dropout=0.0, init_range=0.5,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    settings.update(overrides)
-    return LSTMForCausalLM(LSTMLMConfig(**settings)).eval()
+from hf_neuralconv.core.chat_format import MMI_CONFIG_KEY, encode_histories
+from hf_neuralconv.mmi.anti_lm import MMIAntiLMLogitsProcessor
+from hf_neuralconv.mmi.rerank import ScoredNBest, generate_nbest, mmi_bidi_generate, rerank, score_nbest
+from hf_neuralconv.mmi.tuning import MMITuningResult, grid_search, save_mmi_settings, tune_mmi
 
 
 def sources(tokenizer, rows=((7, 8, 9, 10, 11), (12, 13, 14), (15, 16, 17, 18))):

@@ -7,22 +7,13 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_model
+from conftest import ARCHITECTURES, tiny_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-from hf_neuralconv import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
-from hf_neuralconv.models import CACHE_NAME
+from hf_neuralconv.models.lstm.configuration_lstm import LSTMLMConfig, LSTMSeq2SeqConfig
+from hf_neuralconv.models.lstm.modeling_lstm import CACHE_NAME, LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration
 
-# PEFT-style table of tiny architectures: every test below runs on each.
-ARCHITECTURES = {
-    "plain": dict(attention="none"),
-    "dot": dict(attention="dot"),
-    "general": dict(attention="general"),
-    "bidirectional-2layer": dict(bidirectional_encoder=True, num_layers=2),
-    "projection-tied": dict(projection_size=12, tie_word_embeddings=True),
-    "separate-embeddings": dict(share_embeddings=False),
-    "speakers": dict(num_speakers=3, speaker_embedding_size=4),
-}
+# Every test below with the `model` fixture runs on each of conftest.ARCHITECTURES (PEFT-style table).
 
 
 def batch(tokenizer, rows=((7, 8, 9, 10, 11), (12, 13, 14))):

@@ -3,11 +3,11 @@ MTASK-S speaker adapters (PEFT LoRA): sizes, switching, disabling, merging, savi
 
 import pytest
 import torch
-from conftest import make_dialogues, tiny_model
+from conftest import ARCHITECTURES, autoencoder_dataset, multitask_args, multitask_trainer, tiny_model, tokenized
 from safetensors.torch import load_file
-from transformers import DataCollatorForSeq2Seq
 
-from hf_neuralconv.adapters import (
+from hf_neuralconv.core.arguments import DataArguments
+from hf_neuralconv.persona.adapters import (
     add_speaker_adapter,
     load_speaker_adapters,
     merged_speaker_model,
@@ -15,61 +15,10 @@ from hf_neuralconv.adapters import (
     set_speaker,
     speaker_lora_config,
 )
-from hf_neuralconv.persona import (
-    GENERIC_SPEAKER,
-    SpeakerVocabulary,
-    add_speaker_ids,
-    select_speaker_texts,
-    speaker_adaptation_data,
-)
-from hf_neuralconv.trainers.multitask import MultiTaskConfig, MultiTaskTrainer, encode_autoencoder_examples
-from hf_neuralconv.training import DataArguments, tokenize_dataset
-from test_models import ARCHITECTURES
+from hf_neuralconv.persona.speakers import GENERIC_SPEAKER, SpeakerVocabulary, select_speaker_texts
+from hf_neuralconv.persona.trainer import MultiTaskTrainer, encode_autoencoder_examples
 
 DATA_ARGS = DataArguments(max_source_length=12, max_target_length=8)
-
-
-@pytest.fixture(scope="module")
-def adaptation_data():
-    """The Luan et al. data protocol on 120 made-up dialogues between 8 speakers (2 of them targets)."""
-    conversations = {row["conversation_id"]: [(turn["speaker"], turn["text"]) for turn in row["turns"]]
-                     for row in make_dialogues(120)}
-    data, summary = speaker_adaptation_data(conversations, min_utterances=30, num_target_speakers=2, seed=0)
-    return data, summary
-
-
-def tokenized(data, tokenizer, vocabulary=None):
-    """Seq2seq train / validation and autoencoder datasets as the trainer reads them (speaker ids for MTASK-M)."""
-    train = tokenize_dataset(data["train"], tokenizer, DATA_ARGS, truncate_target=True)
-    validation = tokenize_dataset(data["validation"], tokenizer, DATA_ARGS, truncate_target=False)
-    texts = data["autoencoder"]
-    if vocabulary is not None:
-        train = train.add_column("speaker_ids", add_speaker_ids(data["train"], vocabulary, True)["speaker_ids"])
-        validation = validation.add_column("speaker_ids",
-                                           add_speaker_ids(data["validation"], vocabulary)["speaker_ids"])
-        texts = add_speaker_ids(texts, vocabulary)
-    return train, validation, autoencoder_dataset(texts, tokenizer)
-
-
-def autoencoder_dataset(texts, tokenizer):
-    return texts.map(encode_autoencoder_examples, batched=True,
-                     remove_columns=[column for column in texts.column_names if column != "speaker_ids"],
-                     fn_kwargs={"tokenizer": tokenizer, "max_length": 8})
-
-
-def multitask_args(tmp_path, **overrides):
-    settings = dict(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, per_device_eval_batch_size=16,
-                    learning_rate=0.01, max_steps=6, pretrain_steps=2, eval_strategy="no", save_strategy="no",
-                    load_best_model_at_end=False, logging_steps=1, report_to=[], use_cpu=True, seed=0,
-                    disable_tqdm=True)
-    settings.update(overrides)
-    return MultiTaskConfig(**settings)
-
-
-def make_trainer(model, tokenizer, args, train, autoencoder, validation=None):
-    return MultiTaskTrainer(model=model, args=args, train_dataset=train, autoencoder_dataset=autoencoder,
-                            eval_dataset=validation,
-                            data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100))
 
 
 def record_tasks(model):
@@ -183,7 +132,7 @@ def test_trainer_alternates_tasks_as_configured(tiny_tokenizer, adaptation_data,
     args = multitask_args(tmp_path, pretrain_steps=pretrain_steps, seq2seq_batches_per_cycle=seq2seq_batches,
                           autoencoder_batches_per_cycle=autoencoder_batches, gradient_accumulation_steps=accumulation,
                           max_steps=max_steps)
-    trainer = make_trainer(model, tiny_tokenizer, args, train, autoencoder)
+    trainer = multitask_trainer(model, tiny_tokenizer, args, train, autoencoder)
     trainer.train()
 
     names = {"S": "seq2seq", "A": "autoencoder"}
@@ -210,7 +159,7 @@ def test_phases_end_when_dev_perplexity_converges_and_best_model_is_kept(tiny_to
     args = multitask_args(tmp_path, pretrain_steps=None, max_steps=50, eval_strategy="steps", eval_steps=1,
                           save_strategy="steps", save_steps=1, load_best_model_at_end=True, convergence_patience=1,
                           convergence_threshold=0.9)
-    trainer = make_trainer(model, tiny_tokenizer, args, train, autoencoder, validation)
+    trainer = multitask_trainer(model, tiny_tokenizer, args, train, autoencoder, validation)
     trainer.train()
 
     assert trainer.multitask_start_step == 2
@@ -231,11 +180,11 @@ def test_resumed_run_continues_the_same_schedule(tiny_tokenizer, adaptation_data
     train, validation, autoencoder = tokenized(adaptation_data[0], tiny_tokenizer)
     settings = dict(pretrain_steps=None, max_steps=50, eval_strategy="steps", eval_steps=1, save_strategy="steps",
                     save_steps=1, convergence_patience=1, convergence_threshold=0.9)
-    make_trainer(tiny_model(tiny_tokenizer, autoencoder_encoder=True), tiny_tokenizer,
+    multitask_trainer(tiny_model(tiny_tokenizer, autoencoder_encoder=True), tiny_tokenizer,
                  multitask_args(tmp_path, **settings), train, autoencoder, validation).train()
     model = tiny_model(tiny_tokenizer, autoencoder_encoder=True)
     calls = record_tasks(model)
-    trainer = make_trainer(model, tiny_tokenizer, multitask_args(tmp_path, **settings), train, autoencoder,
+    trainer = multitask_trainer(model, tiny_tokenizer, multitask_args(tmp_path, **settings), train, autoencoder,
                            validation)
     trainer.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
     assert trainer.multitask_start_step == 2
@@ -256,7 +205,7 @@ def test_mtask_m_target_speakers_learn_only_from_the_autoencoder(tiny_tokenizer,
                            speaker_embedding_size=4)
         before = model.speaker_embeddings.weight.detach().clone()
         args = multitask_args(tmp_path, pretrain_steps=pretrain_steps, max_steps=4)
-        make_trainer(model, tiny_tokenizer, args, train, autoencoder, validation).train()
+        multitask_trainer(model, tiny_tokenizer, args, train, autoencoder, validation).train()
         return (model.speaker_embeddings.weight != before).any(dim=1)
 
     assert trained_rows(pretrain_steps=2)[targets].all()
@@ -284,9 +233,9 @@ def test_trainer_input_errors(tiny_tokenizer, adaptation_data, tmp_path):
     args = multitask_args(tmp_path)
     model = tiny_model(tiny_tokenizer, autoencoder_encoder=True)
     with pytest.raises(ValueError, match="autoencoder_dataset"):
-        make_trainer(model, tiny_tokenizer, args, train, autoencoder.select([]))
+        multitask_trainer(model, tiny_tokenizer, args, train, autoencoder.select([]))
     with pytest.raises(ValueError, match="autoencoder_encoder=True"):
-        make_trainer(tiny_model(tiny_tokenizer), tiny_tokenizer, args, train, autoencoder)
+        multitask_trainer(tiny_model(tiny_tokenizer), tiny_tokenizer, args, train, autoencoder)
     with pytest.raises(TypeError, match="MultiTaskConfig"):
         MultiTaskTrainer(model=model, args=DATA_ARGS, train_dataset=train, autoencoder_dataset=autoencoder)
 
@@ -425,7 +374,7 @@ def test_mtask_s_trains_one_speaker_adapter_at_a_time(tiny_tokenizer, adaptation
         args = multitask_args(tmp_path, pretrain_steps=0, max_steps=4, output_dir=str(tmp_path / speaker),
                               eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
                               load_best_model_at_end=True)
-        trainer = make_trainer(model, tiny_tokenizer, args, train, own_text, validation)
+        trainer = multitask_trainer(model, tiny_tokenizer, args, train, own_text, validation)
         trainer.train()
         moved = changed(before, model)
         assert any(f"lora_B.speaker_{index}." in name for name in moved)
@@ -452,7 +401,7 @@ def test_best_speaker_adapter_is_restored_when_a_later_one_is_worse(tiny_tokeniz
     args = multitask_args(tmp_path, pretrain_steps=0, max_steps=4, learning_rate=3.0, eval_strategy="steps",
                           eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
                           convergence_patience=10)
-    trainer = make_trainer(model, tiny_tokenizer, args, train, own_text, validation)
+    trainer = multitask_trainer(model, tiny_tokenizer, args, train, own_text, validation)
     trainer.train()
 
     best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1])

@@ -8,15 +8,24 @@ import math
 import datasets
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import tiny_model
-from test_gibbs_enum import PLANTED_TARGET, PLANTED_TRIGGER, planted_model, target_ids, toy_batch, word_ids
-from test_mmi import tiny_lm
+from conftest import (
+    PLANTED_TARGET,
+    PLANTED_TRIGGER,
+    planted_model,
+    target_ids,
+    tiny_lm,
+    tiny_model,
+    toy_batch,
+    word_ids,
+)
 from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
-from hf_neuralconv.attacks import (
-    HitCriterion,
-    gibbs_enum,
+from hf_neuralconv.core.scoring import token_log_probs
+from hf_neuralconv.core.trainer import ConversationTrainer
+from hf_neuralconv.metrics.entropy import entropy_n
+from hf_neuralconv.metrics.hit_criteria import HitCriterion
+from hf_neuralconv.negative_training.gibbs_enum import gibbs_enum
+from hf_neuralconv.negative_training.hits import (
     input_threshold,
     load_targets,
     output_threshold,
@@ -25,10 +34,7 @@ from hf_neuralconv.attacks import (
     trigger_prefix,
     write_trigger_pairs,
 )
-from hf_neuralconv.attacks.hits import token_log_probs
-from hf_neuralconv.metrics.entropy import entropy_n
-from hf_neuralconv.trainers import ConversationTrainer
-from hf_neuralconv.trainers.negative import (
+from hf_neuralconv.negative_training.trainer import (
     DEFAULT_FWA_WORDS,
     NegativeTrainer,
     NegativeTrainingConfig,
@@ -423,7 +429,7 @@ def test_trainer_errors_are_clear(tiny_tokenizer, tmp_path):
 def test_training_curves_plot_the_logged_metrics(tmp_path):
     from matplotlib.image import imread
 
-    from hf_neuralconv.plotting import plot_training_curves
+    from hf_neuralconv.core.plotting import plot_training_curves
 
     history = [{"loss": 3.0, "frequent/max_ratio": 0.12, "step": 25}, {"frequent/max_ratio": 0.05, "step": 50},
                {"eval_loss": 2.0, "step": 50}, {"train_runtime": 9.0}]

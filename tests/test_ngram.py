@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from hf_neuralconv.ngram import find_lmplz, kenlm_perplexity, train_kenlm
+from hf_neuralconv.seq2seq.ngram import find_lmplz, kenlm_perplexity, train_kenlm
 
 kenlm = pytest.importorskip("kenlm")
 

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import make_dialogues, tiny_model
+from conftest import CHAT, make_dialogues, tiny_model
 from transformers import pipeline
 
-from hf_neuralconv.data import DataFormatError
-from hf_neuralconv.persona import (
+from hf_neuralconv.core.chat_format import SPEAKERS_FILE
+from hf_neuralconv.data.dialogue import DataFormatError
+from hf_neuralconv.persona.speakers import (
     GENERIC_SPEAKER,
     SpeakerVocabulary,
     add_speaker_ids,
@@ -19,7 +20,6 @@ from hf_neuralconv.persona import (
     select_speaker_texts,
     speaker_adaptation_data,
 )
-from hf_neuralconv.pipelines import SPEAKERS_FILE
 
 
 def made_up_conversations(count=120):
@@ -59,8 +59,6 @@ def test_speaker_ids_column_and_unknown_speakers():
 
 def test_speakers_json_is_what_the_pipeline_reads(tiny_tokenizer, tmp_path):
     """Saved beside a persona model, the vocabulary lets the pipeline answer as a named speaker or the generic one."""
-    from test_pipeline import CHAT
-
     vocabulary = SpeakerVocabulary(["alice", "bob"])
     model = tiny_model(tiny_tokenizer, num_speakers=len(vocabulary), speaker_embedding_size=4)
     model.save_pretrained(tmp_path)
@@ -195,7 +193,7 @@ def test_protocol_errors(settings, message):
 
 @pytest.mark.slow
 def test_protocol_on_the_real_chitchat_corpus():
-    from hf_neuralconv.data import chitchat_turns
+    from hf_neuralconv.data.dialogue import chitchat_turns
 
     conversations = chitchat_turns()
     data, summary = speaker_adaptation_data(conversations)

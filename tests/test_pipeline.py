@@ -9,59 +9,15 @@ import textwrap
 
 import pytest
 import torch
+from conftest import CHAT, CONTEXT_TURNS, MAX_SOURCE_LENGTH, SENTENCES, SPEAKERS, make_model_dir, tiny_lm
 from transformers import AutoModelForSeq2SeqLM, LogitsProcessorList, pipeline
 
 import hf_neuralconv  # noqa: F401  (registers the "conversational" task)
-from hf_neuralconv.chat import Responder
-from hf_neuralconv.data import source_text, train_word_tokenizer
-from hf_neuralconv.models import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
-from hf_neuralconv.pipelines import (
-    DATA_CONFIG_FILE,
-    EXPORTED_TASK,
-    SPEAKERS_FILE,
-    ConversationalPipeline,
-    add_custom_pipeline,
-)
-from hf_neuralconv.training import default_generation_config
-
-SENTENCES = [
-    "hi , how are you ?", "i am fine , thanks .", "what do you do ?", "i like music and books .",
-    "where are you from ?", "nice to meet you !", "do you like tea or coffee ?", "good night .",
-]
-MAX_SOURCE_LENGTH = 12
-CONTEXT_TURNS = 2
-SPEAKERS = {"alice": 0, "bob": 1}
-CHAT = [
-    {"role": "user", "content": "hi , how are you ?"},
-    {"role": "assistant", "content": "i am fine , thanks ."},
-    {"role": "user", "content": "what do you do ?"},
-    {"role": "assistant", "content": "i like music and books ."},
-    {"role": "user", "content": "where are you from ?"},
-]
-
-
-def make_model_dir(path, num_speakers: int = 0, seed: int = 0, extra_sentences=()):
-    """A tiny random model saved as `hf-neuralconv train` saves one: weights + code, tokenizer, generation config,
-    data_config.json, the custom pipeline; with speakers, a speakers.json vocabulary too."""
-    tokenizer = train_word_tokenizer([*SENTENCES, *extra_sentences], vocab_size=200)
-    torch.manual_seed(seed)
-    config = LSTMSeq2SeqConfig(
-        vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, dropout=0.0, init_range=0.5,
-        num_speakers=num_speakers, speaker_embedding_size=8 if num_speakers else 0,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    model = LSTMSeq2SeqForConditionalGeneration(config).eval()
-    model.generation_config = default_generation_config(tokenizer)
-    model.generation_config.max_new_tokens = 8
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (path / DATA_CONFIG_FILE).write_text(
-        json.dumps({"max_source_length": MAX_SOURCE_LENGTH, "max_context_turns": CONTEXT_TURNS})
-    )
-    if num_speakers:
-        (path / SPEAKERS_FILE).write_text(json.dumps(SPEAKERS))
-    add_custom_pipeline(path)
-    return path
+from hf_neuralconv.core.chat_format import EXPORTED_TASK
+from hf_neuralconv.core.run_dir import export_pipeline_code as export_pipeline_code
+from hf_neuralconv.data.tokenization import source_text
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
+from hf_neuralconv.pipelines.responder import Responder
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +251,7 @@ def test_pipeline_save_pretrained_round_trip(chat, persona_chat, tmp_path):
 
 def test_add_custom_pipeline_needs_a_saved_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        add_custom_pipeline(tmp_path)
+        export_pipeline_code(tmp_path)
 
 
 FRESH_PROCESS = textwrap.dedent(
@@ -348,17 +304,6 @@ def assert_same_outputs(got, want):
 # MMI strategies (Li et al. 2016 MMI-antiLM; Luan et al. 2017 MMI-bidi): the pipeline runs the package's decoders.
 
 
-def tiny_anti_lm(tokenizer, seed: int = 1, vocab_size: int | None = None):
-    from hf_neuralconv import LSTMForCausalLM, LSTMLMConfig
-
-    torch.manual_seed(seed)
-    return LSTMForCausalLM(LSTMLMConfig(
-        vocab_size=vocab_size or len(tokenizer), embedding_size=12, hidden_size=16, num_layers=1, dropout=0.0,
-        init_range=0.5, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )).eval()
-
-
 @pytest.fixture(scope="module")
 def reverse_dir(tmp_path_factory):
     return make_model_dir(tmp_path_factory.mktemp("reverse"), seed=3)
@@ -366,12 +311,12 @@ def reverse_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mmi_chat(model_dir, chat, reverse_dir):
-    return pipeline("conversational", model=str(model_dir), anti_lm=tiny_anti_lm(chat.tokenizer),
+    return pipeline("conversational", model=str(model_dir), anti_lm=tiny_lm(chat.tokenizer),
                     reverse_model=str(reverse_dir))
 
 
 def test_mmi_antilm_is_generate_with_the_antilm_processor(mmi_chat):
-    from hf_neuralconv.generation import MMIAntiLMLogitsProcessor
+    from hf_neuralconv.mmi.anti_lm import MMIAntiLMLogitsProcessor
 
     turns = [m["content"] for m in CHAT]
     for lam, gamma in ((1.0, 2), (0.5, 3)):
@@ -401,7 +346,7 @@ def test_mmi_antilm_is_generate_with_the_antilm_processor(mmi_chat):
 
 
 def test_mmi_bidi_is_mmi_bidi_generate(mmi_chat):
-    from hf_neuralconv.generation import mmi_bidi_generate
+    from hf_neuralconv.mmi.rerank import mmi_bidi_generate
 
     settings = dict(num_beams=4, max_new_tokens=6)
     outputs = mmi_chat(CHAT, strategy="mmi-bidi", mmi_lambda=0.5, mmi_gamma=0.2, num_return_sequences=3, **settings)
@@ -420,7 +365,8 @@ def test_mmi_bidi_is_mmi_bidi_generate(mmi_chat):
 
 
 def test_mmi_bidi_reads_the_tuned_settings(model_dir, reverse_dir, tmp_path):
-    from hf_neuralconv.generation import MMITuningResult, mmi_bidi_generate, save_mmi_settings
+    from hf_neuralconv.mmi.rerank import mmi_bidi_generate
+    from hf_neuralconv.mmi.tuning import MMITuningResult, save_mmi_settings
 
     tuned = tmp_path / "tuned"
     shutil.copytree(model_dir, tuned)
@@ -443,7 +389,7 @@ def test_mmi_strategies_need_their_model_with_the_same_vocabulary(chat, mmi_chat
     with pytest.raises(ValueError, match="needs a reverse model"):
         chat("hi", strategy="mmi-bidi")
     with pytest.raises(ValueError, match="anti-LM has a vocabulary of 7 tokens"):
-        pipeline("conversational", model=str(model_dir), anti_lm=tiny_anti_lm(chat.tokenizer, vocab_size=7))
+        pipeline("conversational", model=str(model_dir), anti_lm=tiny_lm(chat.tokenizer, vocab_size=7))
     other = make_model_dir(tmp_path / "other", extra_sentences=["completely new words here"])
     with pytest.raises(ValueError, match="reverse model has a vocabulary of"):
         pipeline("conversational", model=str(model_dir), reverse_model=str(other))

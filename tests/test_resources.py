@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_neuralconv.attacks.hits import load_targets
-from hf_neuralconv.data import resolve_data_path, shipped_files
+from hf_neuralconv.data.resources import resolve_data_path, shipped_files
+from hf_neuralconv.negative_training.hits import load_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_LISTS = {"train_500_cp1.txt": 500, "train_500_cp5.txt": 2500, "test_500.txt": 500}

@@ -6,21 +6,24 @@ import json
 import shutil
 
 import pytest
-from test_pipeline import SENTENCES, make_model_dir
+from conftest import SENTENCES, make_model_dir
 from transformers import AutoTokenizer
 
-from hf_neuralconv.attacks.environments import PipelineEnvironment
-from hf_neuralconv.attacks.hits import read_trigger_pairs
-from hf_neuralconv.attacks.reward import EmbeddingSimilarityReward, train_word_vectors
 from hf_neuralconv.cli import main
-from hf_neuralconv.data import load_chitchat
-from hf_neuralconv.reverse_experiment import (
-    LENGTH_BUCKETS,
+from hf_neuralconv.core.arguments import ConversationTrainingArguments, ModelArguments, parse_recipe
+from hf_neuralconv.data.dialogue import load_chitchat
+from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward, train_word_vectors
+from hf_neuralconv.negative_training.hits import read_trigger_pairs
+from hf_neuralconv.reverse_generator.attack import attack_targets
+from hf_neuralconv.reverse_generator.config import (
     REFERENCE_CORPUS_FILE,
     AttackSetupArguments,
     ReferenceCorpusArguments,
     ReinforceRunArguments,
-    attack_targets,
+)
+from hf_neuralconv.reverse_generator.environments import PipelineEnvironment
+from hf_neuralconv.reverse_generator.experiment import (
+    LENGTH_BUCKETS,
     bucket_targets,
     evaluate_attacks,
     pretrain,
@@ -30,8 +33,7 @@ from hf_neuralconv.reverse_experiment import (
     success_rates,
     word_count,
 )
-from hf_neuralconv.trainers.reinforce import ReinforceConfig
-from hf_neuralconv.training import ConversationTrainingArguments, ModelArguments, parse_recipe
+from hf_neuralconv.reverse_generator.trainer import ReinforceConfig
 
 QUIET = dict(use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0)
 

@@ -3,7 +3,6 @@ after bounded retries; the reward matches hand-computed embedding averages; the 
 hand-computed one; a tiny chatbot served by a real Gradio app is attacked end to end through gradio_client."""
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -13,72 +12,48 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, tiny_model
+from conftest import (
+    SENTENCES,
+    WORDS,
+    Victim,
+    free_port,
+    make_model_dir,
+    random_vectors,
+    reverse_generator,
+    rl_config,
+    tiny_model,
+)
 from gensim.models import KeyedVectors
-from test_pipeline import SENTENCES, make_model_dir
-from test_space import free_port, space
 from transformers import TrainerCallback, TrainingArguments
 
-from hf_neuralconv.attacks.environments import (
+from hf_neuralconv.core.arguments import ConversationTrainingArguments, ModelArguments, parse_recipe
+from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.data.tokenization import train_word_tokenizer
+from hf_neuralconv.metrics import similarity
+from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward, content_words, train_word_vectors
+from hf_neuralconv.negative_training.hits import read_trigger_pairs
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
+from hf_neuralconv.reverse_generator.attack import attack, write_found_pairs
+from hf_neuralconv.reverse_generator.config import AttackSetupArguments, ReferenceCorpusArguments, ReinforceRunArguments
+from hf_neuralconv.reverse_generator.environments import (
     CallableEnvironment,
     EnvironmentQueryError,
     GradioEnvironment,
     PipelineEnvironment,
     build_reference_corpus,
 )
-from hf_neuralconv.attacks.hits import read_trigger_pairs
-from hf_neuralconv.attacks.reward import EmbeddingSimilarityReward, content_words, train_word_vectors
-from hf_neuralconv.chat import load_model_dir
-from hf_neuralconv.data import train_word_tokenizer
-from hf_neuralconv.metrics import similarity
-from hf_neuralconv.pipelines import ConversationalPipeline
-from hf_neuralconv.trainers.reinforce import (
+from hf_neuralconv.reverse_generator.trainer import (
     ReinforceConfig,
     ReinforceTrainer,
-    attack,
     pretrain_reverse_generator,
     reverse_generation_config,
-    sequence_log_probs,
-    write_found_pairs,
 )
-from hf_neuralconv.reverse_experiment import AttackSetupArguments, ReferenceCorpusArguments, ReinforceRunArguments
-from hf_neuralconv.training import ConversationTrainingArguments, ModelArguments, parse_recipe
+from hf_neuralconv.reverse_generator.trainer import policy_log_probs as sequence_log_probs
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "reverse_generator"
 # The Space's /chat controls after the message for a model without speakers (a persona model's come first): strategy,
 # beams, temperature, top-p, max new tokens, context turns, N-best size.
 SPACE_CHAT_INPUTS = ("greedy", 5, 1.0, 0.9, 8, 2, 1)
-
-
-class Victim:
-    """A black-box chatbot that counts the texts it receives and can be switched off."""
-
-    def __init__(self, reply=lambda text: " ".join(reversed(text.split()))):
-        self.reply = reply
-        self.received: list[str] = []
-        self.down = False
-        self.lock = threading.Lock()
-
-    def __call__(self, texts):
-        with self.lock:
-            self.received += texts
-        if self.down:
-            raise ConnectionError("the victim is down")
-        return [self.reply(text) for text in texts]
-
-
-def rl_config(tmp_path, **overrides) -> ReinforceConfig:
-    settings = dict(output_dir=str(tmp_path / "rl"), num_samples=3, per_device_train_batch_size=2, max_input_tokens=4,
-                    max_steps=3, logging_steps=1, save_strategy="no", use_cpu=True, report_to="none", seed=0,
-                    disable_tqdm=True)
-    settings.update(overrides)
-    return ReinforceConfig(**settings)
-
-
-def random_vectors(words, size: int = 8, seed: int = 0) -> KeyedVectors:
-    vectors = KeyedVectors(size)
-    vectors.add_vectors(list(words), np.random.default_rng(seed).normal(size=(len(words), size)).astype(np.float32))
-    return vectors
 
 
 # ---- environments -------------------------------------------------------------------------------------------------
@@ -351,10 +326,6 @@ def test_inputs_are_sampled_from_the_distribution_that_is_differentiated(tmp_pat
     assert 0.5 * float((frequencies - probabilities).abs().sum()) < 0.05  # total variation, sampling noise ~0.02
 
 
-def reverse_generator(tokenizer, seed: int = 0):
-    return tiny_model(tokenizer, seed=seed, attention="none", init_range=0.3)
-
-
 def test_training_keeps_its_progress_when_the_environment_fails(tiny_tokenizer, tmp_path):
     victim = Victim()
     reward = EmbeddingSimilarityReward(random_vectors(WORDS), threshold=-1)
@@ -485,7 +456,7 @@ class CountingPipeline(ConversationalPipeline):
 
 
 @pytest.fixture(scope="module")
-def served_chatbot(tmp_path_factory):
+def served_chatbot(tmp_path_factory, space):
     model, tokenizer = load_model_dir(make_model_dir(tmp_path_factory.mktemp("served"), seed=6))
     chatbot = CountingPipeline(model=model, tokenizer=tokenizer)
     chatbot.chats = []

@@ -1,51 +1,32 @@
 """The Gradio Space (spaces/app.py): replies equal the pipeline's, sessions keep their own history under
 concurrent use, bad input gets a readable error while the server keeps serving, and a real browser can chat."""
 
-import importlib.util
 import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import gradio as gr
 import pytest
 import torch
+from conftest import CHAT, SPACE_APP, free_port, load_space, make_model_dir, tiny_lm
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from test_pipeline import CHAT, make_model_dir
 
-from hf_neuralconv.metrics import distinct_n, max_ratio
-from hf_neuralconv.pipelines import ConversationalPipeline
+from hf_neuralconv.metrics.diversity import distinct_n, max_ratio
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
 
-APP_PATH = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 # Chat controls in the order of the /chat endpoint: persona, strategy, beams, temperature, top-p, max new tokens,
 # context turns, N-best size.
 GREEDY = ("greedy", 5, 1.0, 0.9, 8, 2, 1)
 SESSION_WORDS = [f"session {i} turn {j}" for i in range(50) for j in range(3)]
-
-
-def load_space():
-    spec = importlib.util.spec_from_file_location("space_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 space = load_space()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +199,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 def start_app(model_dir, port, log_path):
     """`python spaces/app.py`, the documented start command, on a loopback port; waits until it answers."""
     env = {**os.environ, space.MODEL_ENV: str(model_dir), "GRADIO_SERVER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(APP_PATH)], env=env, stdout=log_path.open("w"),
+    process = subprocess.Popen([sys.executable, str(SPACE_APP)], env=env, stdout=log_path.open("w"),
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
@@ -311,14 +292,12 @@ def plain_pipe(plain_dir):
 
 
 def test_mmi_strategies_are_offered_only_when_configured(plain_dir, plain_pipe, tmp_path, monkeypatch):
-    from test_pipeline import tiny_anti_lm
-
-    from hf_neuralconv.generation import MMITuningResult, save_mmi_settings
+    from hf_neuralconv.mmi.tuning import MMITuningResult, save_mmi_settings
 
     basic = ["greedy", "beam", "sample"]
     assert set(map(tuple, strategy_choices(space.build_demo(plain_pipe)).values())) == {tuple(basic)}
     anti_lm_dir = tmp_path / "anti_lm"
-    tiny_anti_lm(plain_pipe.tokenizer).save_pretrained(anti_lm_dir)
+    tiny_lm(plain_pipe.tokenizer).save_pretrained(anti_lm_dir)
     reverse_dir = make_model_dir(tmp_path / "reverse", seed=4)
     mmi = space.load_pipeline(str(plain_dir), str(anti_lm_dir), str(reverse_dir))
     # A reverse model without tuned weights: mmi-bidi would have no lambda/gamma to use, so it stays hidden.
@@ -348,9 +327,10 @@ def reverse_generator(tmp_path_factory):
 
 
 def test_red_team_replies_and_hits_are_the_pipelines(plain_pipe, reverse_generator):
-    from hf_neuralconv.attacks import HitCriterion, score_pairs
-    from hf_neuralconv.data import encode_target
-    from hf_neuralconv.pipelines import encode_history
+    from hf_neuralconv.core.chat_format import encode_history
+    from hf_neuralconv.data.tokenization import encode_target
+    from hf_neuralconv.metrics.hit_criteria import HitCriterion
+    from hf_neuralconv.negative_training.hits import score_pairs
 
     target, threshold = "i like music and books .", -3.0
     progress_calls = []

@@ -12,29 +12,31 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import tiny_model, write_dialogue_file
+from conftest import ARCHITECTURES, tiny_model, write_dialogue_file
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from hf_neuralconv.chat import load_model_dir
 from hf_neuralconv.cli import main
-from hf_neuralconv.data import DataFormatError, encode_source, encode_target, load_dialogue_file, metric_words
-from hf_neuralconv.data.tokenization import source_text
-from hf_neuralconv.generation import mmi_bidi_generate
-from hf_neuralconv.persona import GENERIC_SPEAKER, SpeakerVocabulary, add_speaker_embeddings, speaker_adaptation_data
-from hf_neuralconv.speaker_adaptation import (
+from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.data.dialogue import DataFormatError, load_dialogue_file
+from hf_neuralconv.data.tokenization import encode_source, encode_target, metric_words, source_text
+from hf_neuralconv.mmi.rerank import mmi_bidi_generate
+from hf_neuralconv.persona.config import (
     PROTOCOL_FILE,
     REPLIES_FILE,
     SPEAKERS_PER_SAMPLE,
-    SpeakerModel,
-    decode_test_inputs,
-    format_table,
     parse_speaker_adaptation_recipe,
-    persona_report,
-    train_speaker_adaptation,
 )
-from test_models import ARCHITECTURES
+from hf_neuralconv.persona.evaluation import SpeakerModel, decode_test_inputs
+from hf_neuralconv.persona.experiment import train_speaker_adaptation
+from hf_neuralconv.persona.report import format_table, persona_report
+from hf_neuralconv.persona.speakers import (
+    GENERIC_SPEAKER,
+    SpeakerVocabulary,
+    add_speaker_embeddings,
+    speaker_adaptation_data,
+)
 
 MODES = ("baseline", "mtask-m", "mtask-s")
 PROTOCOL = dict(min_utterances=30, num_target_speakers=2, heldout_fraction=0.3, max_context_turns=2, seed=0)
@@ -162,7 +164,7 @@ def test_speaker_embeddings_are_added_once(tiny_tokenizer):
 def test_perplexity_reads_long_targets_in_small_batches(tiny_tokenizer, monkeypatch):
     """A batch holds at most MAX_EVALUATION_POSITIONS padded target positions (one longer example alone), and the
     perplexity is the same as one example at a time."""
-    from hf_neuralconv import evaluation
+    from hf_neuralconv.core import evaluation
 
     model = tiny_model(tiny_tokenizer)
     rows = [{"input_ids": [7 + length % 5, 8, 9], "labels": [10 + (step % 30) for step in range(length)] + [2]}

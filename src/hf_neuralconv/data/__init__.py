@@ -1,3 +1,6 @@
+"""Dialogue data: the chitchat corpus and users' dialogue files as `datasets` splits, the word tokenizer and the
+training format of a turn, the shipped resources, JSON Lines helpers."""
+
 from .dialogue import (
     DataFormatError,
     build_dataset_dict,

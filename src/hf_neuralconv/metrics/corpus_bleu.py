@@ -1,5 +1,5 @@
 """`evaluate` module: corpus BLEU (Papineni et al. 2002) by sacrebleu (Post 2018), one reference per prediction —
-the BLEU that the MMI weight tuning (`hf_neuralconv.generation.tuning`) maximises. The Hub's `sacrebleu` module
+the BLEU that the MMI weight tuning (`hf_neuralconv.mmi.tuning`) maximises. The Hub's `sacrebleu` module
 cannot be downloaded offline; this local one scores the same way and also returns sacrebleu's signature, which names
 the tokenization, casing, smoothing and version, so a figure can be reproduced.
 
@@ -13,24 +13,10 @@ cache and imports it from there, so it imports the package absolutely):
     100.0
 """
 
-import datasets
 import evaluate
 from sacrebleu.metrics import BLEU
 
-_CITATION = """\
-@inproceedings{papineni2002bleu,
-  title={BLEU: a Method for Automatic Evaluation of Machine Translation},
-  author={Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing},
-  booktitle={Proceedings of ACL},
-  year={2002}
-}
-@inproceedings{post2018call,
-  title={A Call for Clarity in Reporting {BLEU} Scores},
-  author={Post, Matt},
-  booktitle={Proceedings of the Third Conference on Machine Translation: Research Papers},
-  year={2018}
-}
-"""
+from hf_neuralconv.metrics.module_info import PAPINENI_2002, POST_2018, PREDICTIONS_AND_REFERENCES, metric_info
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -53,14 +39,7 @@ class CorpusBleu(evaluate.Metric):
     """Corpus BLEU (Papineni et al. 2002) as computed by `sacrebleu.corpus_bleu`, with its signature."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return metric_info(__doc__, (PAPINENI_2002, POST_2018), _KWARGS_DESCRIPTION, PREDICTIONS_AND_REFERENCES)
 
     def _compute(self, predictions, references, tokenize="13a", lowercase=False) -> dict:
         # evaluate itself refuses predictions and references of different lengths before this runs.

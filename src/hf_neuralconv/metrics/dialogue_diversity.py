@@ -18,21 +18,7 @@ import evaluate
 
 from hf_neuralconv.metrics.diversity import average_length, distinct_n, distinct_n_per_utterance, max_ratio
 from hf_neuralconv.metrics.entropy import entropy_n
-
-_CITATION = """\
-@inproceedings{li2016diversity,
-  title={A Diversity-Promoting Objective Function for Neural Conversation Models},
-  author={Li, Jiwei and Galley, Michel and Brockett, Chris and Gao, Jianfeng and Dolan, Bill},
-  booktitle={Proceedings of NAACL-HLT},
-  year={2016}
-}
-@inproceedings{he2020negative,
-  title={Negative Training for Neural Dialogue Response Generation},
-  author={He, Tianxing and Glass, James},
-  booktitle={Proceedings of ACL},
-  year={2020}
-}
-"""
+from hf_neuralconv.metrics.module_info import HE_GLASS_2020, LI_2016, metric_info
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -53,12 +39,8 @@ class DialogueDiversity(evaluate.Metric):
     """distinct-n (corpus and per-reply), max-ratio, Ent-n and average length of a set of generated replies."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )
+        features = datasets.Features({"predictions": datasets.Value("string")})
+        return metric_info(__doc__, (LI_2016, HE_GLASS_2020), _KWARGS_DESCRIPTION, features)
 
     def _compute(self, predictions, ngram_orders=(1, 2), entropy_orders=(2, 3)) -> dict:
         if not predictions:

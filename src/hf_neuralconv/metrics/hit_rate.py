@@ -1,7 +1,7 @@
 """`evaluate` module: hit rates of (trigger, target) pairs by hit type (He & Glass 2020, Section 3.2; Table 3).
 
-Each row is one pair's scores as `hf_neuralconv.attacks.score_pairs` (or `hf-neuralconv attack --output`) gives
-them: the minimum and average word log-probability of the target given the trigger, whether greedy decoding of the
+Each row is one pair's scores as `hf_neuralconv.negative_training.score_pairs` (or `hf-neuralconv attack --output`)
+gives them: the minimum and average word log-probability of the target given the trigger, whether greedy decoding of the
 trigger gives the target, and optionally the input LM's average word log-likelihood of the trigger. The rates
 follow `HitCriterion` — o-greedy-hit; o-sample-min/avg-hit: the min/avg log-probability above T_out;
 io-sample-min/avg-hit: also the trigger's LM log-likelihood above T_in (when given with T_in).
@@ -21,16 +21,8 @@ import datasets
 import evaluate
 import torch
 
-from hf_neuralconv.attacks.hits import HIT_TYPES, HitCriterion, PairScores
-
-_CITATION = """\
-@inproceedings{he2020negative,
-  title={Negative Training for Neural Dialogue Response Generation},
-  author={He, Tianxing and Glass, James},
-  booktitle={Proceedings of ACL},
-  year={2020}
-}
-"""
+from hf_neuralconv.metrics.hit_criteria import HIT_TYPES, HitCriterion, PairScores
+from hf_neuralconv.metrics.module_info import HE_GLASS_2020, metric_info
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -49,15 +41,10 @@ class HitRate(evaluate.Metric):
     """Share of (trigger, target) pairs that hit, for every hit type the given scores allow."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            # The input LM's scores are optional: a keyword argument rather than a feature column.
-            features=datasets.Features({"min_log_prob": datasets.Value("float64"),
-                                        "avg_log_prob": datasets.Value("float64"),
-                                        "greedy": datasets.Value("bool")}),
-        )
+        # The input LM's scores are optional: a keyword argument rather than a feature column.
+        features = datasets.Features({"min_log_prob": datasets.Value("float64"),
+                                      "avg_log_prob": datasets.Value("float64"), "greedy": datasets.Value("bool")})
+        return metric_info(__doc__, (HE_GLASS_2020,), _KWARGS_DESCRIPTION, features)
 
     def _compute(self, min_log_prob, avg_log_prob, greedy, input_log_likelihood=None, output_threshold=None,
                  input_threshold=None) -> dict:
@@ -65,7 +52,7 @@ class HitRate(evaluate.Metric):
             raise ValueError("No pairs to score: give at least one (trigger, target) pair's scores.")
         if output_threshold is None:
             raise ValueError("Hit rates need `output_threshold` (T_out: the model's average word log-likelihood "
-                             "on test data, e.g. from hf_neuralconv.attacks.output_threshold).")
+                             "on test data, e.g. from hf_neuralconv.negative_training.output_threshold).")
         if input_log_likelihood is not None and len(input_log_likelihood) != len(min_log_prob):
             raise ValueError(f"Got {len(input_log_likelihood)} input log-likelihoods for {len(min_log_prob)} pairs.")
         scores = PairScores(

@@ -14,19 +14,10 @@ cache and imports it from there, so it imports the package absolutely):
 (punctuation and symbols never do); `success_threshold` is the similarity at which a reply counts as the target.
 """
 
-import datasets
 import evaluate
 
-from hf_neuralconv.attacks.reward import EmbeddingSimilarityReward
-
-_CITATION = """\
-@article{liu2019say,
-  title={Say What I Want: Towards the Dark Side of Neural Dialogue Models},
-  author={Liu, Haochen and Derr, Tyler and Liu, Zitao and Tang, Jiliang},
-  journal={arXiv preprint arXiv:1909.06044},
-  year={2019}
-}
-"""
+from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward
+from hf_neuralconv.metrics.module_info import LIU_2019, PREDICTIONS_AND_REFERENCES, metric_info
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -45,14 +36,7 @@ class Similarity(evaluate.Metric):
     """Embedding-average cosine similarity of predictions and references, and the share above a threshold."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return metric_info(__doc__, (LIU_2019,), _KWARGS_DESCRIPTION, PREDICTIONS_AND_REFERENCES)
 
     def _compute(self, predictions, references, word_vectors=None, stopwords=(), success_threshold=0.5) -> dict:
         if word_vectors is None:

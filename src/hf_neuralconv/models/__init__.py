@@ -1,17 +1,6 @@
-from .lstm import (
-    CACHE_NAME,
-    LSTMForCausalLM,
-    LSTMLMConfig,
-    LSTMSeq2SeqConfig,
-    LSTMSeq2SeqForConditionalGeneration,
-    LSTMState,
-)
+"""The LSTM models (Vinyals & Le 2015; Li et al. 2016 speaker vectors; Luan et al. 2017 autoencoder encoder)."""
 
-__all__ = [
-    "CACHE_NAME",
-    "LSTMForCausalLM",
-    "LSTMLMConfig",
-    "LSTMSeq2SeqConfig",
-    "LSTMSeq2SeqForConditionalGeneration",
-    "LSTMState",
-]
+from . import lstm
+from .lstm import *  # noqa: F403 (the names of lstm.__all__)
+
+__all__ = lstm.__all__

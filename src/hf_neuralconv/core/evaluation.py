@@ -1,0 +1,133 @@
+"""How well a model predicts and answers, whatever the method: token-level perplexity (pads excluded, one `</s>`
+per reply, as Vinyals & Le 2015 report it, computed by `ConversationTrainer`), and the reply metrics every report
+shares — distinct-1/2, max-ratio, Ent-n, length and corpus BLEU against the human replies, through the package's
+`evaluate` modules.
+"""
+
+import bisect
+import contextlib
+import functools
+import json
+import logging
+import math
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import evaluate
+from transformers import DataCollatorForSeq2Seq, TrainingArguments
+
+from ..data.tokenization import metric_words
+from ..metrics import metric_path
+from .arguments import DataArguments
+from .building import load_dialogues
+from .chat_format import DATA_CONFIG_FILE
+from .chat_format import logger as chat_format_logger
+from .trainer import ConversationTrainer
+
+
+def saved_data_arguments(model_dir: Path) -> DataArguments:
+    """The data settings a trained model directory was trained with (`data_config.json`): the same corpus split."""
+    path = model_dir / DATA_CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: evaluate needs the data settings saved by `hf-neuralconv train`.")
+    saved = json.loads(path.read_text())
+    known = {f.name for f in fields(DataArguments)}
+    return DataArguments(**{k: v for k, v in saved.items() if k in known})
+
+
+# Padded target positions one evaluation batch may hold: its logits are that many vocabulary-sized rows (16,384 x a
+# 20k vocabulary: 1.3 GB of float32), and a chat turn can run to thousands of tokens.
+MAX_EVALUATION_POSITIONS = 2**14
+
+
+def sorted_by_target_length(dataset):
+    """Tokenized examples in order of label length. A perplexity does not depend on the order, and batches of similar
+    lengths pad least: the vocabulary softmax at padded positions can be most of an evaluation's time."""
+    labels = dataset["labels"]
+    return dataset.select(sorted(range(len(dataset)), key=lambda row: len(labels[row])))
+
+
+def pooled_perplexity(parts) -> float:
+    """The perplexity of several sets of target tokens together, from each set's (perplexity, number of tokens)."""
+    tokens = sum(count for _, count in parts)
+    return math.exp(sum(count * math.log(value) for value, count in parts) / tokens)
+
+
+def perplexity(model, tokenizer, dataset, batch_size: int = 64, use_cpu: bool = False) -> tuple[float, int]:
+    """Token-level perplexity of `model` on tokenized examples (`input_ids`, `labels`, and `speaker_ids` for a persona
+    model): exp(total negative log-likelihood / target tokens), pads excluded, as `ConversationTrainer` measures it;
+    returned with the number of target tokens.
+
+    The examples are read shortest first; those too long for `batch_size` of them to stay within
+    `MAX_EVALUATION_POSITIONS` padded positions are read in batches as small as that needs."""
+    if len(dataset) == 0:
+        raise ValueError("No examples to measure the perplexity of.")
+    dataset = sorted_by_target_length(dataset)
+    lengths = [len(labels) for labels in dataset["labels"]]
+    long_from = bisect.bisect_right(lengths, MAX_EVALUATION_POSITIONS // batch_size)
+    groups = [(range(long_from), batch_size),
+              (range(long_from, len(dataset)), max(1, MAX_EVALUATION_POSITIONS // lengths[-1]))]
+    parts = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for rows, size in groups:
+            if rows:
+                trainer = ConversationTrainer(
+                    model=model,
+                    args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=size, report_to=[],
+                                           use_cpu=use_cpu),
+                    data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+                )
+                metrics = trainer.evaluate(dataset.select(rows), metric_key_prefix="eval")
+                parts.append((metrics["eval_perplexity"], metrics["eval_target_tokens"]))
+    return pooled_perplexity(parts), sum(tokens for _, tokens in parts)
+
+
+def report_inputs(model_dir: Path, split: str, max_inputs: int | None, seed: int):
+    """Chats (turn lists ending with the message) and human replies of a split; a seeded sample of `max_inputs`."""
+    dialogues = load_dialogues(saved_data_arguments(model_dir))
+    if split not in dialogues:
+        raise ValueError(f"Unknown split {split!r}; choose one of {list(dialogues)}.")
+    examples = dialogues[split]
+    if max_inputs is not None:
+        if max_inputs < 1:
+            raise ValueError(f"`max_inputs` must be >= 1, got {max_inputs}.")
+        examples = examples.shuffle(seed=seed).select(range(min(max_inputs, len(examples))))
+    chats = [[*example["context"], example["message"]] for example in examples]
+    return chats, list(examples["response"])
+
+
+def reply_metrics(tokenizer, replies: list[str], references: list[str]) -> dict:
+    """distinct-1/2 (corpus and per-utterance), max-ratio, Ent-2/3, average length and corpus BLEU of `replies`
+    against the human `references`, both split into the tokenizer's normalised words (`data.metric_words`); the
+    package's `evaluate` modules compute them."""
+    def words(texts):
+        return [" ".join(metric_words(tokenizer, text)) for text in texts]
+
+    predictions, targets = words(replies), words(references)
+    scores = load_metric(metric_path("dialogue_diversity")).compute(predictions=predictions)
+    # The words are split already: sacrebleu scores them as they are ("none"), without re-tokenizing them.
+    scores["bleu"] = load_metric(metric_path("corpus_bleu")).compute(predictions=predictions, references=targets,
+                                                           tokenize="none")["bleu"]
+    return scores
+
+
+@functools.cache
+def load_metric(path: str) -> evaluate.EvaluationModule:
+    """A metric module loaded once per process: `evaluate.load` copies and imports the script on every call, and a
+    report computes the metrics once per decoding strategy."""
+    return evaluate.load(path)
+
+
+@contextlib.contextmanager
+def quiet_truncation():
+    """Corpus histories are often longer than the model reads (training cuts them silently too): a warning per
+    input would drown a report over thousands of them."""
+    level = chat_format_logger.level
+    chat_format_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        chat_format_logger.setLevel(level)
+
+
