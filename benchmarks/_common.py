@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine description, real chitchat data, result files."""
+"""Helpers shared by the benchmark scripts: machine description, run options, real chitchat data, the models they
+measure, result files."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAINED_DIR = ROOT / "outputs" / "seq2seq-full"  # the full recipe's output (tokenizer, and the model once trained)
+QUICKSTART_DIR = ROOT / "outputs" / "seq2seq-quickstart"  # the README's main command's model
 FULL_RECIPE = ROOT / "recipes" / "seq2seq" / "full.yaml"
+MODEL_ENV = "HF_NEURALCONV_MODEL"
+# Everyday chat prompts: the messages of the Space and pipeline benchmarks, and the text of their tiny tokenizer.
+PROMPTS = [
+    "hi , how are you ?", "what do you do for fun ?", "where are you from ?", "do you like music ?",
+    "what did you do today ?", "i love hiking .", "what is your favorite food ?", "good night !",
+    "are you a student ?", "tell me about your family .", "i am so tired today .", "do you have any pets ?",
+]
 
 
 class StepClock(TrainerCallback):
@@ -91,6 +100,49 @@ def finish_machine_info(info: dict) -> dict:
     return info
 
 
+def parse_options(parser, tiny_help: str, argv=None, **tiny_settings):
+    """The script's options plus `--tiny` and `--output`, which run_all.py passes to every benchmark; `--tiny`
+    replaces each of `tiny_settings` by its value, so that a check of the script takes seconds."""
+    parser.add_argument("--tiny", action="store_true", help=tiny_help)
+    parser.add_argument("--output", default=None,
+                        help="result JSON (default: benchmarks/results/<benchmark>.json, a temporary folder with "
+                             "--tiny)")
+    opts = parser.parse_args(argv)
+    if opts.tiny:
+        for name, value in tiny_settings.items():
+            setattr(opts, name, value)
+    return opts
+
+
+def model_from_env(default: Path) -> str:
+    """The chatbot to measure: HF_NEURALCONV_MODEL when set (the variable the Space and the README use), else
+    `default`."""
+    return os.environ.get(MODEL_ENV) or str(default)
+
+
+def relative_to_root(path: Path) -> str:
+    """`path` as the JSON records it: relative to the repository when inside it, so results read the same on
+    every checkout."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def model_settings(model) -> dict:
+    """The architecture fields a result records, so that figures of differently sized models are not compared
+    unknowingly."""
+    return {key: getattr(model.config, key) for key in (
+        "vocab_size", "embedding_size", "hidden_size", "num_layers", "attention", "projection_size")}
+
+
+def drop_console_callbacks(trainer) -> None:
+    """Remove the Trainer's printer and progress bar, so that nothing it prints lands inside the timed steps or
+    between the benchmark's own lines."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 
@@ -103,8 +155,8 @@ def load_data_and_tokenizer(data_args):
     """
     from transformers import AutoTokenizer
 
+    from hf_neuralconv.core.building import load_dialogues, training_texts
     from hf_neuralconv.data.tokenization import train_word_tokenizer
-    from hf_neuralconv.training import load_dialogues, training_texts
 
     dialogues = load_dialogues(data_args)
     if (TRAINED_DIR / "tokenizer.json").is_file():
@@ -138,6 +190,13 @@ def print_table(headers: list[str], rows: list[list], file=sys.stdout) -> None:
             print("  ".join("-" * w for w in widths), file=file)
 
 
+def print_bars(bars: dict) -> None:
+    """The table a benchmark's report ends with: each target (bar), its measured value, threshold and verdict."""
+    print()
+    print_table(["bar", "value", "threshold", "met"],
+                [[name, bar["value"], bar["threshold"], bar["meets_bar"]] for name, bar in bars.items()])
+
+
 def _fmt(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"
@@ -169,10 +228,44 @@ def random_recipe_model(tokenizer, tiny: bool, seed: int):
 
     from transformers import set_seed
 
-    from hf_neuralconv.training import build_model, parse_config
+    from hf_neuralconv.core.arguments import parse_config
+    from hf_neuralconv.core.building import build_model
 
     model_args = dataclasses.replace(parse_config(FULL_RECIPE)[0], model_name_or_path=None)
     if tiny:
         model_args = dataclasses.replace(model_args, embedding_size=16, hidden_size=32, projection_size=8)
     set_seed(seed)
     return build_model(model_args, tokenizer)
+
+
+def load_chatbot(model: str, recipe_tokenizer, tiny: bool, seed: int):
+    """(model, tokenizer, directory) of the chatbot saved in `model` (its newest checkpoint when it holds no final
+    model), with the tokenizer saved beside it, else the recipe's. With `tiny`, or nothing saved there: a random
+    model of the full recipe's settings, the recipe's tokenizer and directory None, so that the script still runs
+    (its JSON must then say the weights are random)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model_dir = None if tiny else resolve_model_dir(Path(model))
+    if model_dir is None:
+        return random_recipe_model(recipe_tokenizer, tiny, seed), recipe_tokenizer, None
+    has_tokenizer = (model_dir / "tokenizer.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer else recipe_tokenizer
+    return AutoModelForSeq2SeqLM.from_pretrained(model_dir), tokenizer, model_dir
+
+
+def save_tiny_chatbot() -> str:
+    """A random tiny chatbot saved like a trained one (pipeline code included) in a new temporary folder: what the
+    Space and pipeline benchmarks load with --tiny, to check the script in seconds (numbers meaningless)."""
+    from hf_neuralconv.core.arguments import ModelArguments
+    from hf_neuralconv.core.building import build_model, default_generation_config
+    from hf_neuralconv.core.run_dir import export_pipeline_code
+    from hf_neuralconv.data.tokenization import train_word_tokenizer
+
+    path = tempfile.mkdtemp(prefix="space-load-tiny-")
+    tokenizer = train_word_tokenizer(PROMPTS, vocab_size=200)
+    model = build_model(ModelArguments(embedding_size=16, hidden_size=32, dropout=0.0, init_range=0.5), tokenizer)
+    model.generation_config = default_generation_config(tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    export_pipeline_code(path)
+    return path

@@ -12,10 +12,10 @@ configuration in recipes/seq2seq/full.yaml) under `torch.no_grad()` in eval mode
 The two outputs are compared token for token (`identical_outputs`). Diagnostic (no bar): `generate_no_eos`,
 greedy `generate` with `max_new_tokens=N` and no `</s>` id, also exactly N tokens but without the two logits
 processors (MinLength, MinNewTokensLength: clone + isin + where over the vocabulary each step) that
-`min_new_tokens` adds -- it shows how much of generate's extra time is the forcing itself. Each (method, N) is timed `--repeats` times
-after warm-up calls, methods interleaved; medians are reported. Per-token time = median time / N. Flatness:
-per-token time at the largest N over the smallest (it includes the encoder, which is amortised over more tokens
-as N grows, so a value at or below 1 is expected; a quadratic cost would show as a ratio well above 1), and the
+`min_new_tokens` adds -- it shows how much of generate's extra time is the forcing itself. Each (method, N) is timed
+`--repeats` times after warm-up calls, methods interleaved; medians are reported. Per-token time = median time / N.
+Flatness: per-token time at the largest N over the smallest (it includes the encoder, which is amortised over more
+tokens as N grows, so a value at or below 1 is expected; a quadratic cost would show as a ratio well above 1), and the
 marginal cost per token between the two largest N over that between the two smallest.
 
 Run:  .venv/bin/python benchmarks/generate_speed.py          (writes benchmarks/results/generate_speed.json)
@@ -27,39 +27,28 @@ from __future__ import annotations
 import argparse
 import gc
 import time
-from pathlib import Path
 
+import _common as common
 import datasets
 import torch
 from transformers import GenerationConfig
 
-from _common import (
-    FULL_RECIPE,
-    ROOT,
-    TRAINED_DIR,
-    finish_machine_info,
-    load_data_and_tokenizer,
-    machine_info,
-    median,
-    print_table,
-    random_recipe_model,
-    resolve_model_dir,
-    write_results,
-)
-from hf_neuralconv.models import CACHE_NAME, LSTMSeq2SeqForConditionalGeneration
-from hf_neuralconv.training import DataArguments, tokenize_dataset
+from hf_neuralconv.core.arguments import DataArguments
+from hf_neuralconv.core.building import tokenize_dataset
+from hf_neuralconv.models.lstm.modeling_lstm import CACHE_NAME, LSTMSeq2SeqForConditionalGeneration
 
 GENERATE_BAR = 1.2  # generate <= 1.2 x loop
 FLAT_BAR = 1.25  # per-token time at the largest N <= 1.25 x at the smallest ("roughly flat")
 
 
 def load_model(kind: str, tokenizer, tiny: bool, seed: int):
-    trained = resolve_model_dir(TRAINED_DIR)
+    trained = common.resolve_model_dir(common.TRAINED_DIR)
     if kind == "trained" or (kind == "auto" and trained and not tiny):
         if not trained:
-            raise FileNotFoundError(f"no trained model in {TRAINED_DIR}")
-        return LSTMSeq2SeqForConditionalGeneration.from_pretrained(trained), str(trained.relative_to(ROOT))
-    return random_recipe_model(tokenizer, tiny, seed), f"random init, {FULL_RECIPE.relative_to(ROOT)} model settings"
+            raise FileNotFoundError(f"no trained model in {common.TRAINED_DIR}")
+        return LSTMSeq2SeqForConditionalGeneration.from_pretrained(trained), str(trained.relative_to(common.ROOT))
+    recipe = common.FULL_RECIPE.relative_to(common.ROOT)
+    return common.random_recipe_model(tokenizer, tiny, seed), f"random init, {recipe} model settings"
 
 
 def greedy_loop(model, input_ids, attention_mask, new_tokens: int, start_id: int, eos_id: int) -> torch.Tensor:
@@ -89,18 +78,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-diagnostic", dest="diagnostic", action="store_false",
                         help="skip the generate_no_eos diagnostic timing")
-    parser.add_argument("--tiny", action="store_true", help="tiny model, few repeats: checks the script only")
-    parser.add_argument("--output", default=None)
-    opts = parser.parse_args(argv)
-    if opts.tiny:
-        opts.repeats, opts.warmup, opts.batch_size, opts.lengths = 2, 1, 4, "4,8"
+    opts = common.parse_options(parser, "tiny model, few repeats: checks the script only", argv,
+                                repeats=2, warmup=1, batch_size=4, lengths="4,8")
     lengths = [int(n) for n in opts.lengths.split(",")]
 
     datasets.disable_progress_bars()
     started = time.time()
-    machine = machine_info()
+    machine = common.machine_info()
     data_args = DataArguments()
-    dialogues, tokenizer, tokenizer_source = load_data_and_tokenizer(data_args)
+    dialogues, tokenizer, tokenizer_source = common.load_data_and_tokenizer(data_args)
     sample = dialogues["validation"].shuffle(seed=opts.seed).select(range(opts.batch_size))
     encoded = tokenize_dataset(sample, tokenizer, data_args, truncate_target=True)
     batch = tokenizer.pad({"input_ids": encoded["input_ids"]}, return_tensors="pt")
@@ -116,7 +102,8 @@ def main(argv=None) -> dict:
                                 decoder_start_token_id=start_id, **settings)
 
     # generate() fills settings left unset from model.generation_config: a trained model's (suppress_tokens from
-    # training.py) would add work the loop does not do, so the model's defaults are reset to the bare token ids.
+    # core.building.default_generation_config) would add work the loop does not do, so the model's defaults are
+    # reset to the bare token ids.
     forced_defaults, no_eos_defaults = plain_config(eos_token_id=eos_id), plain_config(eos_token_id=None)
 
     def run_generate(n: int, forced: bool = True) -> torch.Tensor:
@@ -162,7 +149,7 @@ def main(argv=None) -> dict:
 
     per_length = {}
     for n in lengths:
-        g, l = median(times["generate"][n]), median(times["loop"][n])
+        g, l = common.median(times["generate"][n]), common.median(times["loop"][n])
         per_length[str(n)] = {
             "generate_s_runs": times["generate"][n], "loop_s_runs": times["loop"][n],
             "generate_s_median": g, "loop_s_median": l, "generate_over_loop": g / l,
@@ -170,7 +157,7 @@ def main(argv=None) -> dict:
             **checks[n],
         }
         if opts.diagnostic:
-            d = median(times["generate_no_eos"][n])
+            d = common.median(times["generate_no_eos"][n])
             per_length[str(n)].update(generate_no_eos_s_runs=times["generate_no_eos"][n],
                                       generate_no_eos_s_median=d, generate_no_eos_over_loop=d / l,
                                       generate_no_eos_ms_per_token=1000 * d / n,
@@ -201,10 +188,9 @@ def main(argv=None) -> dict:
     payload = {
         "benchmark": "generate_speed",
         "tiny": opts.tiny,
-        "machine": finish_machine_info(machine),
+        "machine": common.finish_machine_info(machine),
         "config": {
-            "model": model_source, "model_config": {k: getattr(model.config, k) for k in (
-                "vocab_size", "embedding_size", "hidden_size", "num_layers", "attention", "projection_size")},
+            "model": model_source, "model_config": common.model_settings(model),
             "batch_size": opts.batch_size, "source_lengths": attention_mask.sum(1).tolist(),
             "inputs": f"{opts.batch_size} validation sources (seed {opts.seed}), right-padded",
             "decoding": "greedy, use_cache=True, min_new_tokens=max_new_tokens=N; loop masks </s> likewise",
@@ -217,23 +203,21 @@ def main(argv=None) -> dict:
         "meets_all_bars": all(b["meets_bar"] for b in bars.values()),
         "duration_s": time.time() - started,
     }
-    path = write_results("generate_speed", payload, opts.output)
+    path = common.write_results("generate_speed", payload, opts.output)
 
     print(f"Greedy decoding, batch {opts.batch_size}, model: {model_source} (median of {opts.repeats})")
-    print_table(["N", "generate ms", "loop ms", "gen/loop", "gen ms/tok", "loop ms/tok", "same tokens",
-                 "no-eos gen/loop"],
-                [[n, 1000 * e["generate_s_median"], 1000 * e["loop_s_median"], e["generate_over_loop"],
-                  e["generate_ms_per_token"], e["loop_ms_per_token"], e["identical_outputs"],
-                  e.get("generate_no_eos_over_loop")]
-                 for n, e in per_length.items()])
+    common.print_table(["N", "generate ms", "loop ms", "gen/loop", "gen ms/tok", "loop ms/tok", "same tokens",
+                        "no-eos gen/loop"],
+                       [[n, 1000 * e["generate_s_median"], 1000 * e["loop_s_median"], e["generate_over_loop"],
+                         e["generate_ms_per_token"], e["loop_ms_per_token"], e["identical_outputs"],
+                         e.get("generate_no_eos_over_loop")]
+                        for n, e in per_length.items()])
     for name, entry in flatness.items():
         marginal = entry.get("marginal_ratio_last_over_first")
         print(f"{name}: ms/token N={lo}->{hi}: {entry['ms_per_token'][lo]:.3f} -> {entry['ms_per_token'][hi]:.3f} "
               f"(x{entry['per_token_ratio_max_over_min_length']:.2f})"
               + (f"; marginal ms/token last/first x{marginal:.2f}" if marginal is not None else ""))
-    print()
-    print_table(["bar", "value", "threshold", "met"],
-                [[name, b["value"], b["threshold"], b["meets_bar"]] for name, b in bars.items()])
+    common.print_bars(bars)
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 

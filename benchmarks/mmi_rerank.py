@@ -43,36 +43,25 @@ import argparse
 import copy
 import gc
 import importlib
-import os
 import resource
 import time
 from pathlib import Path
 
+import _common as common
 import datasets
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, set_seed
+from transformers import AutoModelForSeq2SeqLM, set_seed
 
-from _common import (
-    FULL_RECIPE,
-    ROOT,
-    finish_machine_info,
-    load_data_and_tokenizer,
-    machine_info,
-    median,
-    print_table,
-    random_recipe_model,
-    resolve_model_dir,
-    write_results,
-)
+from hf_neuralconv.core.arguments import DataArguments
+from hf_neuralconv.core.building import default_generation_config
+from hf_neuralconv.core.chat_format import encode_histories
 from hf_neuralconv.data.tokenization import encode_target
-from hf_neuralconv.generation import encode_histories, generate_nbest, score_nbest
-from hf_neuralconv.training import DataArguments, default_generation_config
+from hf_neuralconv.mmi.rerank import generate_nbest, score_nbest
 
-# The module itself: `hf_neuralconv.generation.rerank` is the `rerank` function the package re-exports.
-rerank_module = importlib.import_module("hf_neuralconv.generation.rerank")
+# The module itself: `hf_neuralconv.mmi.rerank` is the `rerank` function the package re-exports.
+rerank_module = importlib.import_module("hf_neuralconv.mmi.rerank")
 
-DEFAULT_MODEL = ROOT / "outputs" / "seq2seq-full"
-DEFAULT_REVERSE_MODEL = ROOT / "outputs" / "mmi-reverse"
+DEFAULT_REVERSE_MODEL = common.ROOT / "outputs" / "mmi-reverse"
 RATIO_BAR = 2.0  # rerank <= 2 x beam search
 # Eq. 4 weights when the chatbot has no tuned `generation_config.mmi`: they change no cost, only the order.
 DEFAULT_LAMBDA, DEFAULT_GAMMA = 0.5, 0.2
@@ -80,40 +69,25 @@ MEMORY_FACTOR = 3  # the logits, their float copy at the target positions and it
 MEMORY_SHARE = 0.8
 
 
-def _relative(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def random_chatbot(tokenizer, tiny: bool, seed: int):
-    """A randomly initialised chatbot of the full recipe's configuration (tiny sizes with --tiny)."""
-    model = random_recipe_model(tokenizer, tiny, seed)
-    model.generation_config = default_generation_config(tokenizer)  # as a trained model saves it
-    return model
-
-
 def load_models(opts, recipe_tokenizer, recipe_tokenizer_source: str):
     """(chatbot, reverse model, tokenizer, description of where each came from). The tokenizer is the chatbot's
     when its directory has one, else the recipe's (`load_data_and_tokenizer`)."""
-    sources = {}
-    chatbot_dir = None if opts.tiny else resolve_model_dir(Path(opts.model))
-    if chatbot_dir is not None and (chatbot_dir / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(chatbot_dir)
-        sources["tokenizer"] = _relative(chatbot_dir)
-    else:
-        tokenizer, sources["tokenizer"] = recipe_tokenizer, recipe_tokenizer_source
+    model, tokenizer, chatbot_dir = common.load_chatbot(opts.model, recipe_tokenizer, opts.tiny, opts.seed)
+    sources = {"tokenizer": recipe_tokenizer_source if tokenizer is recipe_tokenizer
+               else common.relative_to_root(chatbot_dir)}
     if chatbot_dir is not None:
-        model = AutoModelForSeq2SeqLM.from_pretrained(chatbot_dir)
-        sources["model"], sources["model_random_weights"] = _relative(chatbot_dir), False
+        sources["model"], sources["model_random_weights"] = common.relative_to_root(chatbot_dir), False
     else:
-        model = random_chatbot(tokenizer, opts.tiny, opts.seed)
-        sources["model"] = ("tiny " if opts.tiny else "") + f"random init, {_relative(FULL_RECIPE)} model settings" + (
+        model.generation_config = default_generation_config(tokenizer)  # as a trained model saves it
+        recipe = common.relative_to_root(common.FULL_RECIPE)
+        sources["model"] = ("tiny " if opts.tiny else "") + f"random init, {recipe} model settings" + (
             "" if opts.tiny else f" ({opts.model}: no saved model)")
         sources["model_random_weights"] = True
-    reverse_dir = None if opts.tiny else resolve_model_dir(Path(opts.reverse_model))
+    reverse_dir = None if opts.tiny else common.resolve_model_dir(Path(opts.reverse_model))
     if reverse_dir is not None:
         reverse_model = AutoModelForSeq2SeqLM.from_pretrained(reverse_dir)
-        sources["reverse_model"], sources["reverse_model_random_weights"] = _relative(reverse_dir), False
+        sources["reverse_model"] = common.relative_to_root(reverse_dir)
+        sources["reverse_model_random_weights"] = False
     else:
         set_seed(opts.seed + 1)
         reverse_model = type(model)(copy.deepcopy(model.config))
@@ -160,7 +134,8 @@ def estimated_peak_bytes(tokenizer, encoded, candidates, vocab_size: int, batch_
 
 
 class ScoringTimer:
-    """Wraps rerank.sequence_log_probs (looked up by name inside score_nbest) to time each model's pass."""
+    """Wraps `core.scoring.sequence_log_probs` where mmi.rerank looks it up by name (inside score_nbest), to time
+    each model's pass."""
 
     def __init__(self):
         self.original = rerank_module.sequence_log_probs
@@ -183,7 +158,7 @@ class ScoringTimer:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("HF_NEURALCONV_MODEL") or str(DEFAULT_MODEL),
+    parser.add_argument("--model", default=common.model_from_env(common.TRAINED_DIR),
                         help="chatbot directory (default: HF_NEURALCONV_MODEL, else outputs/seq2seq-full)")
     parser.add_argument("--reverse-model", default=str(DEFAULT_REVERSE_MODEL), help="reverse model p(M|R) directory")
     parser.add_argument("--inputs", type=int, default=64)
@@ -195,19 +170,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-memory-guard", dest="memory_guard", action="store_false",
                         help="run batch sizes even when their logits may not fit in the available memory")
-    parser.add_argument("--tiny", action="store_true", help="tiny random models, 4 inputs, 5 beams: script check")
-    parser.add_argument("--output", default=None)
-    opts = parser.parse_args(argv)
-    if opts.tiny:
-        opts.inputs, opts.num_beams, opts.repeats, opts.score_batch_size = 4, 5, 2, "all,8"
+    opts = common.parse_options(parser, "tiny random models, 4 inputs, 5 beams: script check", argv,
+                                inputs=4, num_beams=5, repeats=2, score_batch_size="all,8")
     batch_sizes = [None if b.strip() == "all" else int(b) for b in opts.score_batch_size.split(",") if b.strip()]
     label = {b: "all" if b is None else str(b) for b in batch_sizes}
 
     datasets.disable_progress_bars()
     started = time.time()
-    machine = machine_info()
+    machine = common.machine_info()
     memory_at_start = memory_available_bytes()
-    dialogues, recipe_tokenizer, recipe_tokenizer_source = load_data_and_tokenizer(DataArguments())
+    dialogues, recipe_tokenizer, recipe_tokenizer_source = common.load_data_and_tokenizer(DataArguments())
     model, reverse_model, tokenizer, sources = load_models(opts, recipe_tokenizer, recipe_tokenizer_source)
     histories = sample_histories(dialogues, opts.inputs, opts.seed)
     encoded = encode_histories(model, tokenizer, histories)
@@ -255,14 +227,14 @@ def main(argv=None) -> dict:
                 model_times[label[b]]["forward"].append(timer.calls[0])
                 model_times[label[b]]["reverse"].append(timer.calls[1])
 
-    beam_s = median(beam_times)
+    beam_s = common.median(beam_times)
     per_input = [len(texts) for texts in candidates]
     rows = sum(per_input)
     reply_tokens = [len(ids) - 1 for ids in encode_target(tokenizer, [t for texts in candidates for t in texts], None)]
     rerank = {}
     for name, times in rerank_times.items():
-        total, forward, reverse = median(times), median(model_times[name]["forward"]), median(model_times[name][
-            "reverse"])
+        total = common.median(times)
+        forward, reverse = common.median(model_times[name]["forward"]), common.median(model_times[name]["reverse"])
         rerank[name] = {
             "batch_size": None if name == "all" else int(name), "s_runs": times, "s_median": total,
             "forward_scoring_s_runs": model_times[name]["forward"], "forward_scoring_s_median": forward,
@@ -279,11 +251,10 @@ def main(argv=None) -> dict:
         "benchmark": "mmi_rerank",
         "tiny": opts.tiny,
         "random_weights": sources["model_random_weights"] or sources["reverse_model_random_weights"],
-        "machine": finish_machine_info(machine),
+        "machine": common.finish_machine_info(machine),
         "config": {
             **sources,
-            "model_config": {k: getattr(model.config, k) for k in (
-                "vocab_size", "embedding_size", "hidden_size", "num_layers", "attention", "projection_size")},
+            "model_config": common.model_settings(model),
             "inputs": f"{opts.inputs} validation histories (context + message, seed {opts.seed}), encode_histories",
             "num_inputs": opts.inputs, "source_lengths": [len(ids) for ids in encoded.sources],
             "message_tokens": [len(ids) - 1 for ids in encode_target(tokenizer, encoded.messages, None)],
@@ -309,7 +280,7 @@ def main(argv=None) -> dict:
         "max_rss_gib": usage.ru_maxrss / 2**20,  # kilobytes on Linux
         "duration_s": time.time() - started,
     }
-    path = write_results("mmi_rerank", payload, opts.output)
+    path = common.write_results("mmi_rerank", payload, opts.output)
 
     weights = " (RANDOM weights)" if payload["random_weights"] else ""
     print(f"MMI-bidi reranking vs beam search{weights}: {opts.inputs} inputs, B = {opts.num_beams}, "
@@ -318,17 +289,17 @@ def main(argv=None) -> dict:
     print(f"candidates per input after de-duplication: mean {payload['candidates']['per_input_mean']:.1f} "
           f"(min {min(per_input)}, max {max(per_input)}), {rows} rows; reply tokens mean "
           f"{payload['candidates']['reply_tokens_mean']:.1f}; same candidates every run: {same_candidates}")
-    print_table(["step", "median s", "forward s", "reverse s", "other s", "rows/s", "x beam"],
-                [["beam search", beam_s, None, None, None, rows / beam_s, 1.0]]
-                + [[f"rerank, batch {name}", e["s_median"], e["forward_scoring_s_median"],
-                    e["reverse_scoring_s_median"], e["other_s_median"], e["candidate_rows_per_s"], e["over_beam"]]
-                   for name, e in rerank.items()])
+    common.print_table(["step", "median s", "forward s", "reverse s", "other s", "rows/s", "x beam"],
+                       [["beam search", beam_s, None, None, None, rows / beam_s, 1.0]]
+                       + [[f"rerank, batch {name}", e["s_median"], e["forward_scoring_s_median"],
+                           e["reverse_scoring_s_median"], e["other_s_median"], e["candidate_rows_per_s"],
+                           e["over_beam"]] for name, e in rerank.items()])
     for name, reason in skipped.items():
         print(f"rerank, batch {name}: skipped ({reason})")
     print()
-    print_table(["bar", "value", "threshold", "batch", "met"],
-                [[name, b["value"], b["threshold"], b["score_batch_size"], b["meets_bar"]]
-                 for name, b in bars.items()])
+    common.print_table(["bar", "value", "threshold", "batch", "met"],
+                       [[name, b["value"], b["threshold"], b["score_batch_size"], b["meets_bar"]]
+                        for name, b in bars.items()])
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 

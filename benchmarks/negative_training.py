@@ -43,35 +43,24 @@ import argparse
 import contextlib
 import importlib
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
+import _common as common
 import datasets
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, set_seed
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import DataCollatorForSeq2Seq, set_seed
 
-from _common import (
-    ROOT,
-    StepClock,
-    finish_machine_info,
-    load_data_and_tokenizer,
-    machine_info,
-    median,
-    print_table,
-    random_recipe_model,
-    resolve_model_dir,
-    write_results,
-)
-from hf_neuralconv.attacks import gibbs_enum, load_targets, trigger_prefix
-from hf_neuralconv.attacks.hits import pad_ids
-from hf_neuralconv.trainers import ConversationTrainer, NegativeTrainer, NegativeTrainingConfig
-from hf_neuralconv.training import ConversationTrainingArguments, DataArguments, tokenize_dataset
+from hf_neuralconv.core.arguments import ConversationTrainingArguments, DataArguments
+from hf_neuralconv.core.building import tokenize_dataset
+from hf_neuralconv.core.scoring import pad_ids
+from hf_neuralconv.core.trainer import ConversationTrainer
+from hf_neuralconv.negative_training.gibbs_enum import gibbs_enum
+from hf_neuralconv.negative_training.hits import load_targets, trigger_prefix
+from hf_neuralconv.negative_training.trainer import NegativeTrainer, NegativeTrainingConfig
 
-DEFAULT_MODEL = ROOT / "outputs" / "seq2seq-full"
 DEFAULT_TARGETS = "package:malicious_targets/train_500_cp1.txt"
 SEARCH_RATIO_BAR = 20.0  # batched >= 20 x faster than one by one
 STEP_RATIO_BAR = 2.5  # a negative-training step <= 2.5 x an MLE step
@@ -83,18 +72,9 @@ SEARCH_VARIANTS = {  # gibbs_enum settings of each timed search
     "one_by_one": {"candidate_batch_size": 1, "reuse_prefix": False},
     "one_by_one_reusing_prefix": {"candidate_batch_size": 1},
 }
-SEARCH_MODULE = importlib.import_module("hf_neuralconv.attacks.gibbs_enum")  # the package exports the function
+# The module itself: the package's `gibbs_enum` is the function.
+SEARCH_MODULE = importlib.import_module("hf_neuralconv.negative_training.gibbs_enum")
 SCORING_FUNCTIONS = ("trigger_loss", "encode_prefix")  # what _search calls for the candidates and nothing else
-
-
-def load_model(opts, recipe_tokenizer, recipe_tokenizer_source):
-    model_dir = None if opts.tiny else resolve_model_dir(Path(opts.model))
-    if model_dir is None:
-        model = random_recipe_model(recipe_tokenizer, opts.tiny, opts.seed)
-        return model, recipe_tokenizer, None, ("tiny " if opts.tiny else "") + "random init, full.yaml settings"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer.json").is_file() \
-        else recipe_tokenizer
-    return AutoModelForSeq2SeqLM.from_pretrained(model_dir), tokenizer, model_dir, str(model_dir.relative_to(ROOT))
 
 
 @contextlib.contextmanager
@@ -146,7 +126,7 @@ def malicious_pairs(model, tokenizer, train_set, count: int, path: Path) -> None
 
 def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
     malicious_batch = variant in ("mle_malicious_batch", "negative_malicious")
-    common = dict(per_device_train_batch_size=opts.malicious_batch_size if malicious_batch else opts.batch_size,
+    shared = dict(per_device_train_batch_size=opts.malicious_batch_size if malicious_batch else opts.batch_size,
                   learning_rate=1e-3, optim="sgd",
                   lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=5.0, bf16=not opts.tiny,
                   use_cpu=True, max_steps=opts.warmup_steps + opts.timed_steps, seed=opts.seed,
@@ -155,21 +135,20 @@ def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
                   logging_strategy="steps", logging_steps=opts.warmup_steps + opts.timed_steps, report_to="none",
                   disable_tqdm=True, dataloader_num_workers=0)
     with tempfile.TemporaryDirectory() as output_dir:
-        clock = StepClock()
+        clock = common.StepClock()
         if variant.startswith("mle"):
             trainer = ConversationTrainer(model=model.train(), args=ConversationTrainingArguments(output_dir,
-                                          **common), train_dataset=train_set, processing_class=tokenizer,
+                                          **shared), train_dataset=train_set, processing_class=tokenizer,
                                           data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
                                           callbacks=[clock])
         else:
             mode = variant.removeprefix("negative_")
             extra = dict(trigger_pairs_file=str(pairs_file), hit_type="o-sample-avg-hit",
                          output_threshold=opts.output_threshold, lambda_pos=1.0) if mode == "malicious" else {}
-            args = NegativeTrainingConfig(output_dir, mode=mode, **extra, **common)
+            args = NegativeTrainingConfig(output_dir, mode=mode, **extra, **shared)
             trainer = NegativeTrainer(model=model.train(), args=args, train_dataset=train_set,
                                       processing_class=tokenizer, callbacks=[clock])
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+        common.drop_console_callbacks(trainer)
         set_seed(opts.seed)
         trainer.train()
         ends = clock.step_ends
@@ -184,7 +163,7 @@ def time_steps(variant, model, tokenizer, train_set, pairs_file, opts) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("HF_NEURALCONV_MODEL") or str(DEFAULT_MODEL))
+    parser.add_argument("--model", default=common.model_from_env(common.TRAINED_DIR))
     parser.add_argument("--targets-file", default=str(DEFAULT_TARGETS))
     parser.add_argument("--targets", type=int, default=4, help="targets searched together")
     parser.add_argument("--trigger-length", type=int, default=15)
@@ -199,18 +178,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--timed-steps", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--tiny", action="store_true", help="tiny random model, few steps: checks the script only")
-    parser.add_argument("--output", default=None)
-    opts = parser.parse_args(argv)
-    if opts.tiny:
-        opts.targets, opts.trigger_length, opts.num_candidates, opts.batch_size = 2, 3, 5, 8
-        opts.malicious_batch_size, opts.warmup_steps, opts.timed_steps, opts.repeats = 8, 1, 2, 1
+    opts = common.parse_options(parser, "tiny random model, few steps: checks the script only", argv,
+                                targets=2, trigger_length=3, num_candidates=5, batch_size=8, malicious_batch_size=8,
+                                warmup_steps=1, timed_steps=2, repeats=1)
 
     datasets.disable_progress_bars()
-    machine = machine_info()
+    machine = common.machine_info()
     data_args = DataArguments()
-    dialogues, recipe_tokenizer, tokenizer_source = load_data_and_tokenizer(data_args)
-    model, tokenizer, model_dir, model_source = load_model(opts, recipe_tokenizer, tokenizer_source)
+    dialogues, recipe_tokenizer, tokenizer_source = common.load_data_and_tokenizer(data_args)
+    model, tokenizer, model_dir = common.load_chatbot(opts.model, recipe_tokenizer, opts.tiny, opts.seed)
+    model_source = (("tiny " if opts.tiny else "") + "random init, full.yaml settings" if model_dir is None
+                    else common.relative_to_root(model_dir))
     if model_dir is None:  # a random model's replies are unlikely: let every pair hit, or the malicious steps stop
         opts.output_threshold = -1e9
     initial_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -245,8 +223,9 @@ def main(argv=None) -> dict:
                 steps[variant].append(measured)
                 print(f"  rep {rep} step {variant:<20} {measured['ms_per_step']:8.0f} ms/step", flush=True)
 
-    search_summary = {name: {"seconds_runs": runs, "seconds_median": median(runs),
-                             "scoring_seconds_runs": scoring[name], "scoring_seconds_median": median(scoring[name])}
+    search_summary = {name: {"seconds_runs": runs, "seconds_median": common.median(runs),
+                             "scoring_seconds_runs": scoring[name],
+                             "scoring_seconds_median": common.median(scoring[name])}
                       for name, runs in search.items()}
     batched = search_summary["batched"]
     for name, summary in search_summary.items():
@@ -256,7 +235,7 @@ def main(argv=None) -> dict:
     scoring_speedup = search_summary["one_by_one"]["scoring_over_batched"]
     same_triggers = all(found == triggers["batched"][0] for runs in triggers.values() for found in runs)
     step_summary = {variant: {"ms_per_step_runs": [m["ms_per_step"] for m in runs],
-                              "ms_per_step_median": median(m["ms_per_step"] for m in runs),
+                              "ms_per_step_median": common.median(m["ms_per_step"] for m in runs),
                               "negative_rows_per_step": runs[-1]["negative_rows_per_step"]}
                     for variant, runs in steps.items()}
     for variant, baseline in BASELINE.items():
@@ -272,7 +251,7 @@ def main(argv=None) -> dict:
     payload = {
         "benchmark": "negative_training",
         "tiny": opts.tiny,
-        "machine": finish_machine_info(machine),
+        "machine": common.finish_machine_info(machine),
         "model": model_source,
         "model_random_weights": model_dir is None,
         "tokenizer": tokenizer_source if model_dir is None else model_source,
@@ -284,14 +263,14 @@ def main(argv=None) -> dict:
         "bars": bars,
         "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
     }
-    path = write_results("negative_training", payload, opts.output)
-    print_table(["measurement", "median", "ratio"],
-                [[f"gibbs-enum {name} (s)", summary["seconds_median"], summary["over_batched"]]
-                 for name, summary in search_summary.items()]
-                + [[f"candidate scoring {name} (s)", summary["scoring_seconds_median"],
-                    summary["scoring_over_batched"]] for name, summary in search_summary.items()]
-                + [[f"step {variant} (ms)", step_summary[variant]["ms_per_step_median"],
-                    step_summary[variant].get("ratio_to_mle", 1.0)] for variant in STEP_VARIANTS])
+    path = common.write_results("negative_training", payload, opts.output)
+    common.print_table(["measurement", "median", "ratio"],
+                       [[f"gibbs-enum {name} (s)", summary["seconds_median"], summary["over_batched"]]
+                        for name, summary in search_summary.items()]
+                       + [[f"candidate scoring {name} (s)", summary["scoring_seconds_median"],
+                           summary["scoring_over_batched"]] for name, summary in search_summary.items()]
+                       + [[f"step {variant} (ms)", step_summary[variant]["ms_per_step_median"],
+                           step_summary[variant].get("ratio_to_mle", 1.0)] for variant in STEP_VARIANTS])
     print(f"same triggers: {payload['gibbs_enum']['same_triggers']}; written to {path}")
     return payload
 

@@ -15,14 +15,11 @@ Run:  .venv/bin/python benchmarks/pipeline_batching.py          (writes results/
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
+import _common as common
 import torch
-
-from _common import ROOT, finish_machine_info, machine_info, median, print_table, write_results
-from space_load import PROMPTS, tiny_model_dir  # the same prompts and tiny model as the Space load benchmark
 
 BATCH_SIZES = (16, 32)
 SCORE_TOLERANCE = 1e-4
@@ -36,14 +33,14 @@ def make_chats(count: int) -> list[list[dict]]:
     chats = []
     for index in range(count):
         length = 1 + 2 * (index % 3)
-        chats.append([{"role": ("user", "assistant")[turn % 2], "content": PROMPTS[(index + turn) % len(PROMPTS)]}
-                      for turn in range(length)])
+        chats.append([{"role": ("user", "assistant")[turn % 2],
+                       "content": common.PROMPTS[(index + turn) % len(common.PROMPTS)]} for turn in range(length)])
     return chats
 
 
 def load_pipeline(model: str):
-    from hf_neuralconv.chat import load_model_dir
-    from hf_neuralconv.pipelines import ConversationalPipeline
+    from hf_neuralconv.core.loading import load_model_dir
+    from hf_neuralconv.pipelines.conversational import ConversationalPipeline
 
     if not Path(model).is_dir():
         raise SystemExit(f"{model}: no model directory (train one, set HF_NEURALCONV_MODEL, or pass --tiny).")
@@ -62,7 +59,7 @@ def timed(function, repeats: int) -> tuple[float, list]:
         started = time.perf_counter()
         result = function()
         times.append(time.perf_counter() - started)
-    return median(times), result
+    return common.median(times), result
 
 
 def main() -> None:
@@ -70,13 +67,9 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="tiny random model: checks the script in seconds")
-    parser.add_argument("--output", help="result JSON (default benchmarks/results/pipeline_batching.json)")
-    opts = parser.parse_args()
-    info = machine_info()
-    model = tiny_model_dir() if opts.tiny else (
-        os.environ.get("HF_NEURALCONV_MODEL") or str(ROOT / "outputs" / "seq2seq-quickstart")
-    )
+    opts = common.parse_options(parser, "tiny random model: checks the script in seconds")
+    info = common.machine_info()
+    model = common.save_tiny_chatbot() if opts.tiny else common.model_from_env(common.QUICKSTART_DIR)
     pipe = load_pipeline(model)
     chats = make_chats(opts.chats)
     options = {"strategy": "greedy", "max_new_tokens": opts.max_new_tokens}
@@ -114,12 +107,12 @@ def main() -> None:
         "runs": runs,
         "bars": bars,
         "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
-        "machine": finish_machine_info(info),
+        "machine": common.finish_machine_info(info),
     }
-    path = write_results("pipeline_batching", payload, opts.output)
-    print_table(["run", "batch size", "wall s", "chats/s", "speedup", "mismatched"],
-                [[name, run["batch_size"], run["wall_s"], run["chats_per_s"], run.get("speedup", 1.0),
-                  run.get("mismatched_outputs", 0)] for name, run in runs.items()])
+    path = common.write_results("pipeline_batching", payload, opts.output)
+    common.print_table(["run", "batch size", "wall s", "chats/s", "speedup", "mismatched"],
+                       [[name, run["batch_size"], run["wall_s"], run["chats_per_s"], run.get("speedup", 1.0),
+                         run.get("mismatched_outputs", 0)] for name, run in runs.items()])
     print(f"results in {path}")
 
 

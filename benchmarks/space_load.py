@@ -15,48 +15,24 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import _common as common
 import numpy as np
 from gradio_client import Client
 
-from _common import ROOT, finish_machine_info, machine_info, print_table, write_results
-
-PROMPTS = [
-    "hi , how are you ?", "what do you do for fun ?", "where are you from ?", "do you like music ?",
-    "what did you do today ?", "i love hiking .", "what is your favorite food ?", "good night !",
-    "are you a student ?", "tell me about your family .", "i am so tired today .", "do you have any pets ?",
-]
 MAX_NEW_TOKENS = 16
 CONTEXT_TURNS = 2
 
 
 def load_space():
-    spec = importlib.util.spec_from_file_location("space_app", ROOT / "spaces" / "app.py")
+    spec = importlib.util.spec_from_file_location("space_app", common.ROOT / "spaces" / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def tiny_model_dir() -> str:
-    """A random tiny model (numbers meaningless) saved like a trained one, to check the script quickly."""
-    from hf_neuralconv.data import train_word_tokenizer
-    from hf_neuralconv.pipelines import add_custom_pipeline
-    from hf_neuralconv.training import ModelArguments, build_model, default_generation_config
-
-    path = tempfile.mkdtemp(prefix="space-load-tiny-")
-    tokenizer = train_word_tokenizer(PROMPTS, vocab_size=200)
-    model = build_model(ModelArguments(embedding_size=16, hidden_size=32, dropout=0.0, init_range=0.5), tokenizer)
-    model.generation_config = default_generation_config(tokenizer)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    add_custom_pipeline(path)
-    return path
 
 
 def chat_session(url: str, session: int, turns: int, persona: str | None) -> list[dict]:
@@ -64,11 +40,12 @@ def chat_session(url: str, session: int, turns: int, persona: str | None) -> lis
     client = Client(url, verbose=False)
     records = []
     for turn in range(turns):
-        message = PROMPTS[(session + turn) % len(PROMPTS)]
+        message = common.PROMPTS[(session + turn) % len(common.PROMPTS)]
         started = time.perf_counter()
         try:
-            reply, _ = client.predict(message, persona, "greedy", 5, 1.0, 0.9, MAX_NEW_TOKENS, CONTEXT_TURNS, 1,
-                                      api_name="/chat")
+            # The Space has a persona input only for a persona model.
+            reply, _ = client.predict(message, *([] if persona is None else [persona]), "greedy", 5, 1.0, 0.9,
+                                      MAX_NEW_TOKENS, CONTEXT_TURNS, 1, api_name="/chat")
             error = None
         except Exception as exception:  # a failed request is the measurement, not a crash of the benchmark
             reply, error = None, f"{type(exception).__name__}: {exception}"
@@ -101,13 +78,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="tiny random model and 5 sessions: checks the script")
-    parser.add_argument("--output", help="result JSON (default benchmarks/results/space_load.json)")
-    opts = parser.parse_args()
-    info = machine_info()
+    opts = common.parse_options(parser, "tiny random model and 5 sessions: checks the script")
+    info = common.machine_info()
     space = load_space()
     sessions_count = 5 if opts.tiny else opts.sessions
-    model = tiny_model_dir() if opts.tiny else os.environ.get(space.MODEL_ENV) or str(space.DEFAULT_MODEL)
+    model = common.save_tiny_chatbot() if opts.tiny else common.model_from_env(space.DEFAULT_MODEL)
     pipe = space.load_pipeline(model)
     persona = (space.persona_choices(pipe) or [None])[0]
     demo = space.build_demo(pipe, model)
@@ -159,12 +134,12 @@ def main() -> None:
         "decoding": {"strategy": "greedy", "max_new_tokens": MAX_NEW_TOKENS, "context_turns": CONTEXT_TURNS},
         "bars": bars,
         "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
-        "machine": finish_machine_info(info),
+        "machine": common.finish_machine_info(info),
     }
-    path = write_results("space_load", payload, opts.output)
-    print_table(["sessions", "requests", "errors", "mismatched", "p50 s", "p95 s", "req/s"],
-                [[sessions_count, len(records), len(errors), mismatches, latency["p50_s"], latency["p95_s"],
-                  payload["requests_per_s"]]])
+    path = common.write_results("space_load", payload, opts.output)
+    common.print_table(["sessions", "requests", "errors", "mismatched", "p50 s", "p95 s", "req/s"],
+                       [[sessions_count, len(records), len(errors), mismatches, latency["p50_s"], latency["p95_s"],
+                         payload["requests_per_s"]]])
     print(f"results in {path}")
 
 

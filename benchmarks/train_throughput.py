@@ -3,7 +3,7 @@
 Model: the OpenNMT-py reference configuration -- 1-layer LSTM encoder/decoder, embeddings 256, hidden 512, Luong
 "general" (global) attention, the recipe's 20k word vocabulary, batch 64, Adam (lr 1e-3), gradient clipping 5.0,
 dropout 0.2. Data: real chitchat examples (`load_dialogues` / `tokenize_dataset` with `DataArguments()`
-defaults), a seeded random pool of the train split, collated by `DataCollatorForSeq2Seq` as in `training.py`.
+defaults), a seeded random pool of the train split, collated by `DataCollatorForSeq2Seq` as in `seq2seq.train`.
 
 Throughput = non-pad label tokens (the reply tokens plus `</s>`) per second of wall time over a window of
 `--timed-steps` optimizer steps that follows `--warmup-steps` steps of the same run: from the end of the last
@@ -38,23 +38,15 @@ import gc
 import tempfile
 import time
 
+import _common as common
 import datasets
 import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForSeq2Seq, get_scheduler, set_seed
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from _common import (
-    StepClock,
-    finish_machine_info,
-    load_data_and_tokenizer,
-    machine_info,
-    median,
-    print_table,
-    write_results,
-)
-from hf_neuralconv.trainers import ConversationTrainer
-from hf_neuralconv.training import ConversationTrainingArguments, DataArguments, ModelArguments, build_model, tokenize_dataset
+from hf_neuralconv.core.arguments import ConversationTrainingArguments, DataArguments, ModelArguments
+from hf_neuralconv.core.building import build_model, tokenize_dataset
+from hf_neuralconv.core.trainer import ConversationTrainer
 
 VARIANTS = {
     "trainer_fp32": dict(runner="trainer", bf16=False, sampling="sequential", projection_size=0),
@@ -132,7 +124,7 @@ def new_model(cfg: dict, opts, tokenizer):
 def run_trainer(cfg: dict, opts, tokenizer, train_set, collator, max_steps: int, eval_set=None) -> dict:
     model = new_model(cfg, opts, tokenizer)
     with tempfile.TemporaryDirectory() as output_dir:
-        clock = StepClock()
+        clock = common.StepClock()
         trainer = CountingTrainer(
             model=model,
             args=training_args(output_dir, cfg, opts, max_steps),
@@ -141,8 +133,7 @@ def run_trainer(cfg: dict, opts, tokenizer, train_set, collator, max_steps: int,
             processing_class=tokenizer,
             callbacks=[clock],
         )
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+        common.drop_console_callbacks(trainer)
         set_seed(opts.seed)
         trainer.train()
         result = {"optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
@@ -164,8 +155,7 @@ def evaluate(model, opts, tokenizer, eval_set, collator, output_dir: str) -> dic
         data_collator=collator,
         processing_class=tokenizer,
     )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    common.drop_console_callbacks(trainer)
     metrics = trainer.evaluate()
     return {"perplexity": metrics["eval_perplexity"], "loss": metrics["eval_loss"],
             "target_tokens": metrics["eval_target_tokens"], "examples": len(eval_set)}
@@ -238,13 +228,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--opennmt-reference", type=float, default=1000.0,
                         help="OpenNMT-py 3.5.1 target tokens/s on this config and machine (figure given by the "
                              "issue, not measured by this script)")
-    parser.add_argument("--tiny", action="store_true", help="tiny model and step counts: checks the script only")
-    parser.add_argument("--output", default=None)
-    opts = parser.parse_args(argv)
-    if opts.tiny:
-        opts.repeats, opts.warmup_steps, opts.timed_steps = 1, 1, 3
-        opts.ppl_steps, opts.eval_examples, opts.batch_size = 4, 16, 8
-        opts.embedding_size, opts.hidden_size, opts.projection_size = 16, 32, 8
+    opts = common.parse_options(parser, "tiny model and step counts: checks the script only", argv,
+                                repeats=1, warmup_steps=1, timed_steps=3, ppl_steps=4, eval_examples=16,
+                                batch_size=8, embedding_size=16, hidden_size=32, projection_size=8)
     timing_variants = [v for v in opts.variants.split(",") if v]
     ppl_variants = [v for v in opts.ppl_variants.split(",") if v]
     for name in timing_variants + ppl_variants:
@@ -255,9 +241,9 @@ def main(argv=None) -> dict:
 
     datasets.disable_progress_bars()
     started = time.time()
-    machine = machine_info()
+    machine = common.machine_info()
     data_args = DataArguments()
-    dialogues, tokenizer, tokenizer_source = load_data_and_tokenizer(data_args)
+    dialogues, tokenizer, tokenizer_source = common.load_data_and_tokenizer(data_args)
     timing_steps = opts.warmup_steps + opts.timed_steps
     # At least 200 batches, so that LengthGroupedSampler forms mega-batches of 50 batches, as on the full set.
     pool_size = max(timing_steps, opts.ppl_steps if ppl_variants else 0, 4 if opts.tiny else 200) * opts.batch_size
@@ -290,8 +276,8 @@ def main(argv=None) -> dict:
     for name, measured in runs.items():
         summary[name] = {
             "tokens_per_s_runs": [m["tokens_per_s"] for m in measured],
-            "tokens_per_s_median": median(m["tokens_per_s"] for m in measured),
-            "ms_per_step_median": median(m["ms_per_step"] for m in measured),
+            "tokens_per_s_median": common.median(m["tokens_per_s"] for m in measured),
+            "ms_per_step_median": common.median(m["ms_per_step"] for m in measured),
             "padding_fraction": measured[0]["padding_fraction"],
             "target_tokens_in_window": measured[0]["target_tokens"],
             "parameters": measured[0]["parameters"],
@@ -308,7 +294,7 @@ def main(argv=None) -> dict:
         paired = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(runs[BASELINE], runs[BARE])]
         ratio = summary[BASELINE]["tokens_per_s_median"] / summary[BARE]["tokens_per_s_median"]
         comparisons["trainer_vs_bare"] = {"ratio_of_medians": ratio, "paired_ratios": paired,
-                                          "paired_ratio_median": median(paired), "same_batches": all(same)}
+                                          "paired_ratio_median": common.median(paired), "same_batches": all(same)}
         bars["trainer_at_least_0.95x_bare_loop"] = {"value": ratio, "threshold": 0.95, "meets_bar": ratio >= 0.95}
     if base:
         target = 1.5 * opts.opennmt_reference
@@ -356,7 +342,7 @@ def main(argv=None) -> dict:
     payload = {
         "benchmark": "train_throughput",
         "tiny": opts.tiny,
-        "machine": finish_machine_info(machine),
+        "machine": common.finish_machine_info(machine),
         "config": {
             "model": {"num_layers": 1, "embedding_size": opts.embedding_size, "hidden_size": opts.hidden_size,
                       "attention": "general", "vocab_size": len(tokenizer), "dropout": 0.2,
@@ -386,7 +372,7 @@ def main(argv=None) -> dict:
         "data_prep_s": prep_s,
         "duration_s": time.time() - started,
     }
-    path = write_results("train_throughput", payload, opts.output)
+    path = common.write_results("train_throughput", payload, opts.output)
 
     if summary:
         print(f"\nTraining throughput (median of {opts.repeats}; steps {opts.warmup_steps + 1}.."
@@ -397,14 +383,12 @@ def main(argv=None) -> dict:
         rows.append([name, entry["tokens_per_s_median"], entry["ms_per_step_median"], entry["ratio_to_trainer_fp32"],
                      entry["padding_fraction"], ppl])
     if rows:
-        print_table(["variant", "tok/s", "ms/step", "x fp32", "pad frac", f"val ppl@{opts.ppl_steps}"], rows)
+        common.print_table(["variant", "tok/s", "ms/step", "x fp32", "pad frac", f"val ppl@{opts.ppl_steps}"], rows)
     for name, entry in perplexity.items():
         if name not in summary:
             print(f"  {name}: val ppl@{opts.ppl_steps} {entry['validation_perplexity']:.2f}")
     if bars:
-        print()
-        print_table(["bar", "value", "threshold", "met"],
-                    [[name, b["value"], b["threshold"], b["meets_bar"]] for name, b in bars.items()])
+        common.print_bars(bars)
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 
