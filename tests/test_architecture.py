@@ -63,10 +63,14 @@ def imported_modules(name: str) -> set[str]:
 GRAPH = {name: imported_modules(name) for name in MODULES}
 
 
-def test_the_import_reader_sees_imports_inside_functions():
-    assert "core.run_dir" not in GRAPH["pipelines.conversational"]  # imported by importlib when saving, on purpose
+def test_the_import_reader_sees_imports_inside_functions(tmp_path, monkeypatch):
     assert {"core.chat_format", "core.scoring"} <= GRAPH["pipelines.conversational"]
     assert "mmi.tuning" in GRAPH["mmi.cli"] and "models.lstm.modeling_lstm" in GRAPH["mmi.anti_lm"]
+    probe = PACKAGE / "core" / "checks.py"  # a module read as if it imported upward from inside a function
+    monkeypatch.setitem(MODULES, "core.checks", tmp_path / "checks.py")
+    late_imports = "\n\ndef late():\n    from ..persona import trainer\n    import hf_neuralconv.mmi.rerank\n    return trainer\n"
+    (tmp_path / "checks.py").write_text(probe.read_text() + late_imports)
+    assert {"persona.trainer", "mmi.rerank"} <= imported_modules("core.checks")
 
 
 def test_no_import_cycle():

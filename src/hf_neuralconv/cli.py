@@ -37,6 +37,7 @@ def _leave_process_group() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one `hf-neuralconv` command; a bad input ends it with the error's message and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

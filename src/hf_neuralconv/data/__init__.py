@@ -10,6 +10,7 @@ from .dialogue import (
     load_dialogue_file,
     split_conversations,
 )
+from .jsonl import read_jsonl, read_text_pairs, write_jsonl
 from .resources import resolve_data_path, shipped_files
 from .tokenization import (
     BOT,
@@ -39,9 +40,12 @@ __all__ = [
     "load_chitchat",
     "load_dialogue_file",
     "metric_words",
+    "read_jsonl",
+    "read_text_pairs",
     "resolve_data_path",
     "shipped_files",
     "source_text",
     "split_conversations",
     "train_word_tokenizer",
+    "write_jsonl",
 ]

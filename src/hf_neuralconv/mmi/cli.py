@@ -7,6 +7,7 @@ from .tuning import tune_mmi_model
 
 
 def command_mmi_tune(args: argparse.Namespace) -> None:
+    """`hf-neuralconv mmi-tune`: run it with the parsed arguments and print the results."""
     results = tune_mmi_model(args.model_dir, args.reverse_model, args.output_dir, args.split, args.max_inputs,
                              args.num_beams, args.max_new_tokens, seed=args.seed, overwrite=args.overwrite)
     print(json.dumps({key: value for key, value in results.items() if key != "grid"}, indent=2))

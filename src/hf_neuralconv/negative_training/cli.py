@@ -12,10 +12,12 @@ from .trainer import NegativeTrainingConfig
 
 
 def command_negative_train(args: argparse.Namespace) -> None:
+    """`hf-neuralconv negative-train`: run it with the parsed arguments and print the results."""
     print_on_main_process(train_negative(*parse_config(args.config, NegativeTrainingConfig, args.overrides)))
 
 
 def command_attack(args: argparse.Namespace) -> None:
+    """`hf-neuralconv attack`: run it with the parsed arguments and print the results."""
     check_output_file(args)
     results = attack_model(
         args.model_dir, args.targets, args.hit_type, args.input_lm, args.output_threshold, args.input_threshold,

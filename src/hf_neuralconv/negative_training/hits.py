@@ -1,5 +1,7 @@
-"""Hit criteria for malicious targets (He & Glass 2020, "Negative Training for Neural Dialogue Response
-Generation", Section 3.2; He & Glass 2019) and the batched scores they are decided on.
+"""The scores the hit criteria of He & Glass (2020, "Negative Training for Neural Dialogue Response Generation",
+Section 3.2; He & Glass 2019) are decided on, their thresholds, and the target lists and (trigger, target) pair files.
+The criteria themselves (`HitCriterion`, `HIT_TYPES`) are in `metrics.hit_criteria`, shared with the `hit_rate`
+evaluate module.
 
 A (trigger, target) pair *hits* when the trigger input makes the model likely to say the target:
 

@@ -1,8 +1,6 @@
 """`hf-neuralconv negative-train RECIPE.yaml`: negative training of a trained chatbot (He & Glass 2020), with the
 hit thresholds T_out / T_in measured first when the recipe leaves them out (Section 3.2, Appendix C)."""
 
-# What negative training logs (NegativeTrainer.log), plotted against the step into CURVES_FILE.
-
 import datasets
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -23,6 +21,7 @@ from ..pipelines.report import greedy_reply_metrics
 from .hits import input_threshold, output_threshold
 from .trainer import NegativeTrainer, NegativeTrainingConfig
 
+# What negative training logs (NegativeTrainer.log), plotted against the step into CURVES_FILE.
 NEGATIVE_TRAINING_CURVES = ("malicious/hit_rate", "malicious/negative_pairs", "frequent/max_ratio",
                             "frequent/negative_examples", "loss_neg", "loss_mle", "test_perplexity")
 

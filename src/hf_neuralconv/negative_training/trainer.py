@@ -2,7 +2,7 @@
 
 A trained seq2seq model is fine-tuned to lower the likelihood of "bad" (input, response) pairs it produces while
 MLE on the training data keeps its original behaviour: L_NEG+POS = L_NEG + lambda_POS * L_MLE (Eq. 4). Per
-mini-batch `NegativeTrainer.compute_loss` returns
+optimizer step (all its micro-batches and processes together) `NegativeTrainer.compute_loss` returns
 
     L = (1/N_neg) sum_{negative tokens} w(y_t) log P(y_t | y_<t, x)
         + lambda_POS * (1/N_pos) sum_{data tokens} -log P(y_t | y_<t, x)
@@ -135,7 +135,7 @@ def negative_loss(
     log_probs: torch.Tensor, labels: torch.LongTensor, token_weights: torch.Tensor, num_tokens: float | None = None
 ) -> torch.Tensor:
     """L_NEG of a mini-batch of negative examples from their teacher-forced token log-probabilities
-    (`attacks.hits.token_log_probs`): (1/N) sum_t w(y_t) log P(y_t | y_<t, x) over the labels that are not -100;
+    (`core.scoring.token_log_probs`): (1/N) sum_t w(y_t) log P(y_t | y_<t, x) over the labels that are not -100;
     N = `num_tokens` (e.g. counted over all processes), by default the number of those labels. Minimising it is the
     negative update of He & Glass (2020), Algorithms 1-2; a token with w = 0 gets no gradient."""
     mask = labels.ne(-100)
@@ -188,7 +188,7 @@ class NegativePairs:
 class NegativeTrainer(ConversationTrainer):
     """Negative training of He & Glass (2020), Eq. 4 with Algorithm 1 ("malicious") or 2 ("frequent").
 
-    `train_dataset` holds the positive data (`input_ids`, `labels`, as `training.tokenize_dataset` makes them);
+    `train_dataset` holds the positive data (`input_ids`, `labels`, as `core.building.tokenize_dataset` makes them);
     `processing_class` must be the model's tokenizer. `input_lm` (an `LSTMForCausalLM` over the same vocabulary)
     is needed for io hits and `lambda_in` > 0; without it `args.input_lm_path` is loaded. Evaluation reports the
     token-level perplexity of `ConversationTrainer`.
@@ -256,17 +256,18 @@ class NegativeTrainer(ConversationTrainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if batches:
-            self._prepare_step(batches)
+            self._prepare_step(self.model_wrapped, batches)
         return batches, num_items_in_batch
 
-    def _prepare_step(self, batches: list[dict]) -> None:
+    def _prepare_step(self, model, batches: list[dict]) -> None:
         """What the micro-batches of one optimizer step are divided by: the data tokens of the whole step on all
         processes; in frequent mode also the step's negative examples (Algorithm 2 on the step's whole mini-batch,
         every micro-batch and process), so that accumulating k micro-batches of B trains exactly as one of kB."""
-        self._step = {"micro_batches": len(batches), "done": 0, "sums": torch.zeros(5, dtype=torch.float64)}
+        self._step = {"micro_batches": len(batches), "done": 0, "sums": torch.zeros(5, dtype=torch.float64),
+                      "stop": False}
         counts = [sum(int(batch["labels"].ne(-100).sum()) for batch in batches)]
         if self.args.mode == "frequent":
-            self._step["negatives"] = self._frequent_negative_pairs(batches)
+            self._step["negatives"] = self._frequent_negative_pairs(model, batches)
             counts.append(sum(len(target) for negatives in self._step["negatives"] for target in negatives[1]))
         self._step["tokens"] = self.accelerator.reduce(
             torch.tensor(counts, dtype=torch.float64, device=self.args.device), reduction="sum").tolist()
@@ -274,15 +275,16 @@ class NegativeTrainer(ConversationTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:  # evaluation: ConversationTrainer's perplexity
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self._step is None or self._step["done"] == self._step["micro_batches"]:
-            self._prepare_step([inputs])  # called outside Trainer's loop: `inputs` is the whole step
+        if self._step is None:
+            self._prepare_step(model, [inputs])  # called outside Trainer's loop: `inputs` is the whole step
         step = self._step
+        negative_log_probs = negative_labels = None
         if self.args.mode == "malicious":
-            negative_log_probs, negative_labels = self._malicious_negatives(model)
-        else:
-            sources, targets = step["negatives"][step["done"]]
-            negative_log_probs, negative_labels = (None, None) if not sources else (
-                self._negative_log_probs(model, sources, targets)[::2])
+            if step["done"] == 0:  # the pairs are the same for every micro-batch: their whole term, once
+                negative_log_probs, negative_labels = self._malicious_negatives(model)
+        elif step["negatives"][step["done"]][0]:
+            log_probs, _, labels = self._negative_log_probs(model, *step["negatives"][step["done"]])
+            negative_log_probs, negative_labels = log_probs, labels
         # The data rows ask for their loss only: the output layer runs at the labelled positions alone, as in
         # an MLE step (ConversationTrainer); the negative rows needed their per-token log-probabilities.
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
@@ -292,8 +294,8 @@ class NegativeTrainer(ConversationTrainer):
         # Both terms are token means over the whole optimizer step, all micro-batches and processes together (as
         # Trainer's average_tokens_across_devices): the sums are divided by the step's global counts and DDP's
         # gradient average is undone by the world size, so 2 ranks, or 2 accumulated micro-batches, with batch B
-        # train exactly as 1 process with 2B. Malicious mode meets the same pairs in every micro-batch: each
-        # contributes 1/k of their term.
+        # train exactly as 1 process with 2B. Malicious mode's pairs are the same on every process: their term is
+        # a mean over one copy, taken in the step's first micro-batch.
         world = self.accelerator.num_processes
         loss = world * self.args.lambda_pos * mle_sum / step["tokens"][0]
         negative_sum, negative_tokens, negative_rows = torch.zeros((), device=mle_sum.device), 0, 0
@@ -301,7 +303,7 @@ class NegativeTrainer(ConversationTrainer):
             negative_tokens, negative_rows = int(negative_labels.ne(-100).sum()), negative_labels.size(0)
             negative_sum = negative_loss(negative_log_probs, negative_labels, self.token_weights, num_tokens=1)
             if self.args.mode == "malicious":
-                loss = loss + negative_sum / negative_tokens / step["micro_batches"]
+                loss = loss + negative_sum / negative_tokens
             else:
                 loss = loss + world * negative_sum / step["tokens"][1]
         step["sums"] += torch.tensor([mle_sum.item(), data_tokens.item(), negative_sum.item(), negative_tokens,
@@ -309,14 +311,15 @@ class NegativeTrainer(ConversationTrainer):
         step["done"] += 1
         if step["done"] == step["micro_batches"]:
             self._log_step_metrics(step)
+            # Trainer leaves a step at once when told to stop: only after its last micro-batch, so that the
+            # gradients of the others are still applied.
+            self.control.should_training_stop |= step["stop"]
+            self._step = None
         return (loss, outputs) if return_outputs else loss
 
     def _log_step_metrics(self, step: dict) -> None:
         """The step's L_MLE and L_NEG (token means over all its micro-batches and processes) and negative rows."""
-        sums = step["sums"]
-        if self.args.mode == "malicious":  # every micro-batch saw the same pairs: count them once
-            sums[2:] /= step["micro_batches"]
-        totals = self.accelerator.reduce(sums.to(self.args.device), reduction="sum").tolist()
+        totals = self.accelerator.reduce(step["sums"].to(self.args.device), reduction="sum").tolist()
         if self.args.mode == "malicious":  # the pairs are the same on every process too
             totals[2:] = [value / self.accelerator.num_processes for value in totals[2:]]
         if totals[3]:
@@ -344,7 +347,7 @@ class NegativeTrainer(ConversationTrainer):
             negatives = self._hitting_pairs(model)
         if not self._pairs.triggers:
             logger.info("Negative training stops: no (trigger, target) pair hits any more, or the passes are done.")
-            self.control.should_training_stop = True
+            self._step["stop"] = True
         self._metrics["malicious/negative_pairs"].append(len(self._pairs.triggers))
         if self.targets is not None:
             self._metrics["malicious/target_pass"].append(self._target_pass)
@@ -396,11 +399,11 @@ class NegativeTrainer(ConversationTrainer):
                 searched += len(batch)
         return bool(self._pairs.triggers)
 
-    def _frequent_negative_pairs(self, batches: list[dict]) -> list[tuple[list[list[int]], list[list[int]]]]:
+    def _frequent_negative_pairs(self, model, batches: list[dict]) -> list[tuple[list[list[int]], list[list[int]]]]:
         """Algorithm 2 for one optimizer step: the greedy responses to the step's inputs (every micro-batch, every
         process: one mini-batch of the frequency window) and, per micro-batch, the (source ids, response ids) pairs
         whose response is more frequent than r_thres over the window."""
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped = self.accelerator.unwrap_model(model)
         eos = self.processing_class.eos_token_id
         responses = []
         with evaluation_mode(unwrapped), torch.no_grad():

@@ -11,11 +11,13 @@ from .report import format_samples, persona_report
 
 
 def command_persona_train(args: argparse.Namespace) -> None:
+    """`hf-neuralconv persona-train`: run it with the parsed arguments and print the results."""
     results = train_speaker_adaptation(*parse_speaker_adaptation_recipe(args.config, args.overrides))
     print(json.dumps(results, indent=2))
 
 
 def command_persona_report(args: argparse.Namespace) -> None:
+    """`hf-neuralconv persona-report`: run it with the parsed arguments and print the results."""
     check_output_file(args)
     report = persona_report(args.run_dirs, args.samples, args.seed)
     print(report["markdown"])

@@ -94,7 +94,7 @@ class SpeakerModel:
         return replies
 
 
-def _speaker_rows(dataset: datasets.Dataset, speakers: Sequence[str]) -> dict[str, list[int]]:
+def speaker_rows(dataset: datasets.Dataset, speakers: Sequence[str]) -> dict[str, list[int]]:
     """The row indices of each speaker's examples."""
     rows = {speaker: [] for speaker in speakers}
     for index, name in enumerate(dataset["speaker"]):
@@ -111,7 +111,7 @@ def speaker_perplexities(speaker_model: SpeakerModel, data: datasets.DatasetDict
     for split in EVALUATION_SPLITS:
         encoded = tokenize_dataset(data[split], speaker_model.tokenizer, data_args, truncate_target=False)
         parts = []
-        for speaker, rows in _speaker_rows(data[split], speaker_model.target_speakers).items():
+        for speaker, rows in speaker_rows(data[split], speaker_model.target_speakers).items():
             speaker_id = speaker_model.as_speaker(speaker)
             examples = encoded.select(rows)
             if speaker_id is not None:
@@ -156,7 +156,7 @@ def decode_test_inputs(speaker_model: SpeakerModel, test: datasets.Dataset, max_
              "context": example["context"], "message": example["message"], "reference": example["response"]}
             for example in test]
     options = reply_options(decoding, speaker_model.model.device)
-    for speaker, indices in _speaker_rows(test, speaker_model.target_speakers).items():
+    for speaker, indices in speaker_rows(test, speaker_model.target_speakers).items():
         histories = [[*rows[index]["context"], rows[index]["message"]] for index in indices]
         for index, reply in zip(indices, speaker_model.reply(histories, speaker, batch_size=batch_size, **options)):
             rows[index]["reply"] = reply

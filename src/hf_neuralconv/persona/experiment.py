@@ -1,4 +1,4 @@
-"""`hf-neuralconv persona-train` and `persona-report`: the experiment of Luan et al. (2017), Tables 1-2 and Figure 7.
+"""`hf-neuralconv persona-train`: one run of the experiment of Luan et al. (2017), Tables 1-2 and Figure 7.
 
 The three runs share one seeded data protocol (Section 6.1, `speakers.speaker_adaptation_data`): general conversation
 data from every speaker but `num_target_speakers` target speakers, the target speakers' held-out conversations (dev
@@ -69,11 +69,11 @@ from .config import (
 )
 from .evaluation import (
     SpeakerModel,
-    _speaker_rows,
     decode_test_inputs,
     decoding_settings,
     reply_scores,
     speaker_perplexities,
+    speaker_rows,
 )
 from .speakers import (
     SpeakerVocabulary,
@@ -261,7 +261,7 @@ def train_mtask_s(data_args: DataArguments, training_args: SpeakerAdaptationTrai
     train = tokenize_dataset(first_examples(data["train"], data_args.max_train_examples), tokenizer, data_args,
                              truncate_target=True)
     validation = _training_dev_set(data["validation"], tokenizer, data_args)
-    validation_rows = _speaker_rows(data["validation"], targets)
+    validation_rows = speaker_rows(data["validation"], targets)
     texts = target_speaker_texts(data, targets, adaptation_args.speaker_texts)
     per_speaker = {}
     for speaker in targets:

@@ -61,6 +61,7 @@ def _print_replies(replies) -> None:
 
 
 def command_diversity_report(args: argparse.Namespace) -> None:
+    """`hf-neuralconv diversity-report`: run it with the parsed arguments and print the results."""
     check_output_file(args)
     results = diversity_report(
         args.model_dir, args.anti_lm, args.reverse_model, tuple(args.strategies), args.split, args.max_inputs,
@@ -70,6 +71,7 @@ def command_diversity_report(args: argparse.Namespace) -> None:
 
 
 def command_chat(args: argparse.Namespace) -> None:
+    """`hf-neuralconv chat`: run it with the parsed arguments and print the results."""
     decoding = _decoding_kwargs(args)
     prompts = None
     if args.prompts:  # read before the model loads: a bad file fails at once

@@ -21,11 +21,15 @@ from .environments import DialogueEnvironment
 from .trainer import (
     RewardFunction,
     TargetCollator,
-    _check_targets,
-    _decode_inputs,
+    check_targets,
+    decode_inputs,
     reverse_generation_config,
     score_inputs,
 )
+
+# Targets x beams decoded in one `generate` call of a beam attack (memory), and targets per greedy call.
+BEAM_ROWS = 800
+GREEDY_BATCH = 64
 
 
 def _best_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
@@ -37,7 +41,7 @@ def _best_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, env
         sequences = model.generate(input_ids=batch["input_ids"].to(model.device),
                                    attention_mask=batch["attention_mask"].to(model.device),
                                    generation_config=generation_config)
-    candidates = _decode_inputs(tokenizer, sequences)
+    candidates = decode_inputs(tokenizer, sequences)
     candidate_targets = [target for target in targets for _ in range(num_beams)]
     rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
     found = []
@@ -64,7 +68,7 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environme
     if num_beams < 1 or batch_size < 1:
         raise ValueError(f"`num_beams` and `batch_size` must be >= 1, got {num_beams} and {batch_size}.")
     targets = list(dict.fromkeys(targets))
-    _check_targets(targets, reward_function)
+    check_targets(targets, reward_function)
     results_path = None if results_file is None else Path(results_file)
     records = read_jsonl(results_path) if results_path is not None and results_path.is_file() else []
     done = {record["target"] for record in records}
@@ -144,10 +148,6 @@ def attack_targets(generator_dir: str | Path, targets_file: str | Path, output: 
             "env_queries": environment.num_queries, "wall_time_s": time.time() - started}
 
 
-# Targets x beams decoded in one `generate` call of a beam attack (memory), and targets per greedy call.
-BEAM_ROWS = 800
-GREEDY_BATCH = 64
-
-
 def targets_per_call(num_beams: int) -> int:
+    """Targets attacked per `generate` call: `BEAM_ROWS` rows of beams, or `GREEDY_BATCH` targets without beams."""
     return GREEDY_BATCH if num_beams == 1 else max(1, BEAM_ROWS // num_beams)

@@ -14,16 +14,19 @@ from .trainer import ReinforceConfig
 
 
 def command_reverse_pretrain(args: argparse.Namespace) -> None:
+    """`hf-neuralconv reverse-pretrain`: run it with the parsed arguments and print the results."""
     classes = (ModelArguments, AttackSetupArguments, ReferenceCorpusArguments, ConversationTrainingArguments)
     print(json.dumps(pretrain(*parse_recipe(args.config, classes, args.overrides)), indent=2))
 
 
 def command_reverse_train(args: argparse.Namespace) -> None:
+    """`hf-neuralconv reverse-train`: run it with the parsed arguments and print the results."""
     print(json.dumps(reinforce(*parse_recipe(args.config, (ReinforceRunArguments, ReinforceConfig),
                                              args.overrides)), indent=2))
 
 
 def command_reverse_evaluate(args: argparse.Namespace) -> None:
+    """`hf-neuralconv reverse-evaluate`: run it with the parsed arguments and print the results."""
     results = evaluate_attacks(args.pretrained, args.reinforced, args.output_dir, args.targets_per_bucket,
                                tuple(args.beam_sizes), args.num_messages, args.seed, args.overwrite,
                                tuple(args.pretrained_beam_sizes))
@@ -32,6 +35,7 @@ def command_reverse_evaluate(args: argparse.Namespace) -> None:
 
 
 def command_reverse_attack(args: argparse.Namespace) -> None:
+    """`hf-neuralconv reverse-attack`: run it with the parsed arguments and print the results."""
     print(json.dumps(attack_targets(args.generator, args.targets, args.output, args.num_beams, args.min_similarity,
                                     args.skip_unscorable, args.overwrite), indent=2))
 

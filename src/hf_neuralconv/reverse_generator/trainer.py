@@ -3,11 +3,11 @@ Models"): a seq2seq policy G_θ that reads a target output O* and writes an inpu
 so that D(I) says (nearly) O*.
 
 * Pre-training (Section 5.1.2): `reverse_pairs_dataset` + `pretrain_reverse_generator` fit G_θ on the reference
-  corpus (`attacks.environments.build_reference_corpus`: D's outputs -> the real inputs that caused them) with the
+  corpus (`environments.build_reference_corpus`: D's outputs -> the real inputs that caused them) with the
   package's `ConversationTrainer`.
 * RL training (Section 4.2): `ReinforceTrainer` + `ReinforceConfig`. For each target, N inputs are sampled from
   π_θ(I|O*) = Π_t P(ω_t | ω_<t, O*) (Eq. 1), sent to D in one batch, scored by R(I|O*) = Sim(O*, D(I)) (Eq. 2,
-  `attacks.reward`), and θ follows the REINFORCE estimate of ∇J(θ) (Eq. 3-5):
+  `metrics.embedding_similarity`), and θ follows the REINFORCE estimate of ∇J(θ) (Eq. 3-5):
 
       ∇J(θ) ≈ 1/N Σ_i (R(I_i|O*) - b) ∇ log π_θ(I_i|O*)
 
@@ -22,7 +22,7 @@ so that D(I) says (nearly) O*.
   Adam with learning rate 1e-3, batch size 16 and gradient clipping 0.25 are the paper's settings (the defaults).
 * Attack (Section 5.1.2, "Decoding"): `attack` decodes greedily or by beam search, sends all N beam candidates to D
   and keeps the input with the highest reward; `write_found_pairs` writes the found (trigger, target) pairs as JSONL
-  for negative training (the rows `attacks.hits.read_trigger_pairs` reads).
+  for negative training (the rows `negative_training.read_trigger_pairs` reads).
 
 The environment is only ever called with texts: G_θ never sees D's weights or gradients.
 """
@@ -168,7 +168,7 @@ def score_inputs(environment: DialogueEnvironment, reward_function: RewardFuncti
     return rewards, outputs
 
 
-def _check_targets(targets: Sequence[str], reward_function: RewardFunction) -> None:
+def check_targets(targets: Sequence[str], reward_function: RewardFunction) -> None:
     """Every target must be text the reward can measure a reply against (e.g. not only stopwords)."""
     check = getattr(reward_function, "check_target", None)
     for row, target in enumerate(targets):
@@ -181,7 +181,8 @@ def _check_targets(targets: Sequence[str], reward_function: RewardFunction) -> N
                 raise ValueError(f"Target {row}: {error}") from None
 
 
-def _decode_inputs(tokenizer: PreTrainedTokenizerFast, sequences: torch.LongTensor) -> list[str]:
+def decode_inputs(tokenizer: PreTrainedTokenizerFast, sequences: torch.LongTensor) -> list[str]:
+    """The generated inputs I as the text the chatbot is sent (special tokens dropped, surrounding space trimmed)."""
     return [text.strip() for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
 
 
@@ -222,7 +223,7 @@ class ReinforceTrainer(Trainer):
             raise ValueError("`kl_coef` > 0 needs `ref_model`: the generator RL starts from (load it a second time).")
         if "target" not in train_dataset.column_names:
             raise ValueError(f"The train dataset needs a `target` column; it has {train_dataset.column_names}.")
-        _check_targets(train_dataset["target"], reward_function)
+        check_targets(train_dataset["target"], reward_function)
         super().__init__(
             model=model,
             args=args,
@@ -251,7 +252,7 @@ class ReinforceTrainer(Trainer):
         attention_mask = inputs["attention_mask"].repeat_interleave(num_samples, dim=0)
         samples = self._sample_inputs(model, inputs)
         targets = [target for target in inputs["targets"] for _ in range(num_samples)]
-        texts = _decode_inputs(self.processing_class, samples)
+        texts = decode_inputs(self.processing_class, samples)
         queries_before = self.environment.num_queries
         rewards, _ = score_inputs(self.environment, self.reward_function, targets, texts)
         rewards = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device).view(-1, num_samples)

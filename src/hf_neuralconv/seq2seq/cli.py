@@ -9,10 +9,12 @@ from .train import train
 
 
 def command_train(args: argparse.Namespace) -> None:
+    """`hf-neuralconv train`: run it with the parsed arguments and print the results."""
     print_on_main_process(train(*parse_config(args.config, overrides=args.overrides)))
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
+    """`hf-neuralconv evaluate`: run it with the parsed arguments and print the results."""
     check_output_file(args)
     results = evaluate_model(args.model_dir, tuple(args.ngram_orders), args.split, args.batch_size)
     print_and_save(results, args.output)
