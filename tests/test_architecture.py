@@ -68,7 +68,8 @@ def test_the_import_reader_sees_imports_inside_functions(tmp_path, monkeypatch):
     assert "mmi.tuning" in GRAPH["mmi.cli"] and "models.lstm.modeling_lstm" in GRAPH["mmi.anti_lm"]
     probe = PACKAGE / "core" / "checks.py"  # a module read as if it imported upward from inside a function
     monkeypatch.setitem(MODULES, "core.checks", tmp_path / "checks.py")
-    late_imports = "\n\ndef late():\n    from ..persona import trainer\n    import hf_neuralconv.mmi.rerank\n    return trainer\n"
+    late_imports = ("\n\ndef late():\n    from ..persona import trainer\n    import hf_neuralconv.mmi.rerank\n"
+                    "    return trainer\n")
     (tmp_path / "checks.py").write_text(probe.read_text() + late_imports)
     assert {"persona.trainer", "mmi.rerank"} <= imported_modules("core.checks")
 
