@@ -190,11 +190,11 @@ def print_table(headers: list[str], rows: list[list], file=sys.stdout) -> None:
             print("  ".join("-" * w for w in widths), file=file)
 
 
-def print_bars(bars: dict) -> None:
-    """The table a benchmark's report ends with: each target (bar), its measured value, threshold and verdict."""
+def print_goals(goals: dict) -> None:
+    """The table a benchmark's report ends with: each goal, its measured value, threshold and verdict."""
     print()
-    print_table(["bar", "value", "threshold", "met"],
-                [[name, bar["value"], bar["threshold"], bar["meets_bar"]] for name, bar in bars.items()])
+    print_table(["goal", "value", "threshold", "met"],
+                [[name, goal["value"], goal["threshold"], goal["meets_goal"]] for name, goal in goals.items()])
 
 
 def _fmt(value) -> str:

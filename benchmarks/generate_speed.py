@@ -9,7 +9,7 @@ configuration in recipes/seq2seq/full.yaml) under `torch.no_grad()` in eval mode
 * loop: the encoder once, then one decoder step per token through the cache (the `LSTMState`), the
   `</s>` logit masked as `min_new_tokens` does, argmax, no early stop -- exactly N steps.
 
-The two outputs are compared token for token (`identical_outputs`). Diagnostic (no bar): `generate_no_eos`,
+The two outputs are compared token for token (`identical_outputs`). Diagnostic (no goal): `generate_no_eos`,
 greedy `generate` with `max_new_tokens=N` and no `</s>` id, also exactly N tokens but without the two logits
 processors (MinLength, MinNewTokensLength: clone + isin + where over the vocabulary each step) that
 `min_new_tokens` adds -- it shows how much of generate's extra time is the forcing itself. Each (method, N) is timed
@@ -37,8 +37,8 @@ from hf_neuralconv.core.arguments import DataArguments
 from hf_neuralconv.core.building import tokenize_dataset
 from hf_neuralconv.models.lstm.modeling_lstm import CACHE_NAME, LSTMSeq2SeqForConditionalGeneration
 
-GENERATE_BAR = 1.2  # generate <= 1.2 x loop
-FLAT_BAR = 1.25  # per-token time at the largest N <= 1.25 x at the smallest ("roughly flat")
+GENERATE_GOAL = 1.2  # generate <= 1.2 x loop
+FLAT_GOAL = 1.25  # per-token time at the largest N <= 1.25 x at the smallest ("roughly flat")
 
 
 def load_model(kind: str, tokenizer, tiny: bool, seed: int):
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
 
     methods = {"generate": run_generate, "loop": run_loop}
     if opts.diagnostic:
-        # Diagnostic, not a bar: exactly N tokens without min_new_tokens (no </s> to stop on), i.e. without the
+        # Diagnostic, not a goal: exactly N tokens without min_new_tokens (no </s> to stop on), i.e. without the
         # two logits processors (MinLength + MinNewTokensLength) that min_new_tokens adds to every step.
         methods["generate_no_eos"] = lambda n: run_generate(n, forced=False)
     checks = {}
@@ -179,11 +179,11 @@ def main(argv=None) -> dict:
 
     worst = max(per_length[str(n)]["generate_over_loop"] for n in lengths)
     flat = flatness["generate"]["per_token_ratio_max_over_min_length"]
-    bars = {
-        f"generate_at_most_{GENERATE_BAR}x_loop_every_N": {"value": worst, "threshold": GENERATE_BAR,
-                                                           "meets_bar": worst <= GENERATE_BAR},
-        f"generate_per_token_N{hi}_over_N{lo}_at_most_{FLAT_BAR}": {"value": flat, "threshold": FLAT_BAR,
-                                                                   "meets_bar": flat <= FLAT_BAR},
+    goals = {
+        f"generate_at_most_{GENERATE_GOAL}x_loop_every_N": {"value": worst, "threshold": GENERATE_GOAL,
+                                                           "meets_goal": worst <= GENERATE_GOAL},
+        f"generate_per_token_N{hi}_over_N{lo}_at_most_{FLAT_GOAL}": {"value": flat, "threshold": FLAT_GOAL,
+                                                                   "meets_goal": flat <= FLAT_GOAL},
     }
     payload = {
         "benchmark": "generate_speed",
@@ -199,8 +199,8 @@ def main(argv=None) -> dict:
         },
         "per_length": per_length,
         "flatness": flatness,
-        "bars": bars,
-        "meets_all_bars": all(b["meets_bar"] for b in bars.values()),
+        "goals": goals,
+        "meets_all_goals": all(b["meets_goal"] for b in goals.values()),
         "duration_s": time.time() - started,
     }
     path = common.write_results("generate_speed", payload, opts.output)
@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
         print(f"{name}: ms/token N={lo}->{hi}: {entry['ms_per_token'][lo]:.3f} -> {entry['ms_per_token'][hi]:.3f} "
               f"(x{entry['per_token_ratio_max_over_min_length']:.2f})"
               + (f"; marginal ms/token last/first x{marginal:.2f}" if marginal is not None else ""))
-    common.print_bars(bars)
+    common.print_goals(goals)
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 

@@ -1,7 +1,7 @@
 """MMI-bidi reranking cost: rescoring a 50-best list vs the beam search that produced it (same run).
 
 Luan et al. (2017), Sections 6.3-6.4: beam search (B = 50, at most 20 tokens) proposes an N-best list per input,
-which is reranked by Eq. 4 (log p(R|M) + lambda log p(M|R) + gamma |R|). The bar: reranking the 50-best lists of a
+which is reranked by Eq. 4 (log p(R|M) + lambda log p(M|R) + gamma |R|). The goal: reranking the 50-best lists of a
 batch of 64 inputs costs at most 2 x the beam search.
 
 Models: the chatbot of `--model` (default: HF_NEURALCONV_MODEL, else outputs/seq2seq-full; a directory without a
@@ -28,7 +28,7 @@ Inputs: 64 real chitchat histories (context + message), a seeded sample of the v
 Not timed: loading models and data, encoding the histories, building the candidate lists fed to rerank (the
 warm-up's beam output; every timed beam run is checked to give the same lists, `same_candidates_every_run`).
 One warm-up call of each, then `--repeats` interleaved repetitions (beam, rerank[b1], rerank[b2], ...); medians.
-The bar uses the fastest batch size. A batch size whose padded logits would not fit comfortably in the memory
+The goal uses the fastest batch size. A batch size whose padded logits would not fit comfortably in the memory
 available at start (3 x rows x target length x vocabulary x 4 bytes, for either model, over 80 % of MemAvailable)
 is skipped and reported as such rather than risking the out-of-memory killer (`--no-memory-guard` runs it anyway).
 
@@ -62,7 +62,7 @@ from hf_neuralconv.mmi.rerank import generate_nbest, score_nbest
 rerank_module = importlib.import_module("hf_neuralconv.mmi.rerank")
 
 DEFAULT_REVERSE_MODEL = common.ROOT / "outputs" / "mmi-reverse"
-RATIO_BAR = 2.0  # rerank <= 2 x beam search
+RATIO_GOAL = 2.0  # rerank <= 2 x beam search
 # Eq. 4 weights when the chatbot has no tuned `generation_config.mmi`: they change no cost, only the order.
 DEFAULT_LAMBDA, DEFAULT_GAMMA = 0.5, 0.2
 MEMORY_FACTOR = 3  # the logits, their float copy at the target positions and its log-softmax (a safe bound)
@@ -244,8 +244,8 @@ def main(argv=None) -> dict:
         }
     best = min(rerank, key=lambda name: rerank[name]["s_median"])
     ratio = rerank[best]["over_beam"]
-    bars = {f"rerank_at_most_{RATIO_BAR}x_beam_search": {
-        "value": ratio, "threshold": RATIO_BAR, "meets_bar": ratio <= RATIO_BAR, "score_batch_size": best}}
+    goals = {f"rerank_at_most_{RATIO_GOAL}x_beam_search": {
+        "value": ratio, "threshold": RATIO_GOAL, "meets_goal": ratio <= RATIO_GOAL, "score_batch_size": best}}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     payload = {
         "benchmark": "mmi_rerank",
@@ -275,8 +275,8 @@ def main(argv=None) -> dict:
         "rerank": rerank,
         "best_score_batch_size": best,
         "rerank_over_beam": ratio,
-        "bars": bars,
-        "meets_all_bars": all(b["meets_bar"] for b in bars.values()),
+        "goals": goals,
+        "meets_all_goals": all(b["meets_goal"] for b in goals.values()),
         "max_rss_gib": usage.ru_maxrss / 2**20,  # kilobytes on Linux
         "duration_s": time.time() - started,
     }
@@ -297,9 +297,9 @@ def main(argv=None) -> dict:
     for name, reason in skipped.items():
         print(f"rerank, batch {name}: skipped ({reason})")
     print()
-    common.print_table(["bar", "value", "threshold", "batch", "met"],
-                       [[name, b["value"], b["threshold"], b["score_batch_size"], b["meets_bar"]]
-                        for name, b in bars.items()])
+    common.print_table(["goal", "value", "threshold", "batch", "met"],
+                       [[name, b["value"], b["threshold"], b["score_batch_size"], b["meets_goal"]]
+                        for name, b in goals.items()])
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 

@@ -62,8 +62,8 @@ from hf_neuralconv.negative_training.hits import load_targets, trigger_prefix
 from hf_neuralconv.negative_training.trainer import NegativeTrainer, NegativeTrainingConfig
 
 DEFAULT_TARGETS = "package:malicious_targets/train_500_cp1.txt"
-SEARCH_RATIO_BAR = 20.0  # batched >= 20 x faster than one by one
-STEP_RATIO_BAR = 2.5  # a negative-training step <= 2.5 x an MLE step
+SEARCH_RATIO_GOAL = 20.0  # batched >= 20 x faster than one by one
+STEP_RATIO_GOAL = 2.5  # a negative-training step <= 2.5 x an MLE step
 STEP_VARIANTS = ("mle", "negative_frequent", "mle_malicious_batch", "negative_malicious")
 BASELINE = {"negative_frequent": "mle", "negative_malicious": "mle_malicious_batch"}  # same batch size
 SEARCH_VARIANTS = {  # gibbs_enum settings of each timed search
@@ -241,13 +241,13 @@ def main(argv=None) -> dict:
     for variant, baseline in BASELINE.items():
         step_summary[variant]["ratio_to_mle"] = (step_summary[variant]["ms_per_step_median"]
                                                  / step_summary[baseline]["ms_per_step_median"])
-    bars = {"gibbs_enum_batched_scoring_at_least_20x_one_by_one": {
-        "value": scoring_speedup, "threshold": SEARCH_RATIO_BAR, "whole_search_ratio": speedup,
-        "meets_bar": scoring_speedup >= SEARCH_RATIO_BAR and same_triggers}}
+    goals = {"gibbs_enum_batched_scoring_at_least_20x_one_by_one": {
+        "value": scoring_speedup, "threshold": SEARCH_RATIO_GOAL, "whole_search_ratio": speedup,
+        "meets_goal": scoring_speedup >= SEARCH_RATIO_GOAL and same_triggers}}
     for variant in BASELINE:
         ratio = step_summary[variant]["ratio_to_mle"]
-        bars[f"{variant}_step_at_most_2.5x_mle"] = {"value": ratio, "threshold": STEP_RATIO_BAR,
-                                                   "meets_bar": ratio <= STEP_RATIO_BAR}
+        goals[f"{variant}_step_at_most_2.5x_mle"] = {"value": ratio, "threshold": STEP_RATIO_GOAL,
+                                                   "meets_goal": ratio <= STEP_RATIO_GOAL}
     payload = {
         "benchmark": "negative_training",
         "tiny": opts.tiny,
@@ -260,8 +260,8 @@ def main(argv=None) -> dict:
                        "same_triggers": same_triggers,
                        "rows_per_batched_pass": len(targets) * opts.num_candidates},
         "steps": step_summary,
-        "bars": bars,
-        "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
+        "goals": goals,
+        "meets_all_goals": all(goal["meets_goal"] for goal in goals.values()),
     }
     path = common.write_results("negative_training", payload, opts.output)
     common.print_table(["measurement", "median", "ratio"],

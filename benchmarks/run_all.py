@@ -1,11 +1,11 @@
-"""Run every benchmark, one after the other, each in its own process; print how long each took and its bars.
+"""Run every benchmark, one after the other, each in its own process; print how long each took and its goals.
 
     .venv/bin/python benchmarks/run_all.py            # full measurements (see README.md for durations)
     .venv/bin/python benchmarks/run_all.py --only generate_speed,train_throughput
     .venv/bin/python benchmarks/run_all.py --tiny     # seconds: checks that the scripts run
 
 Extra arguments after `--` go to every script (e.g. `-- --repeats 5`). Results: benchmarks/results/<name>.json,
-and benchmarks/results/run_all.json (durations, bars). Measure on a quiet machine: the scripts record the load
+and benchmarks/results/run_all.json (durations, goals). Measure on a quiet machine: the scripts record the load
 average and any running `hf-neuralconv train` in their JSON.
 """
 
@@ -49,16 +49,16 @@ def main() -> int:
         entry = {"returncode": rc, "wall_s": seconds}
         if rc == 0 and output.is_file():
             result = json.loads(output.read_text())
-            entry["bars"] = {k: v["meets_bar"] for k, v in result.get("bars", {}).items()}
-            entry["meets_all_bars"] = result.get("meets_all_bars")
+            entry["goals"] = {k: v["meets_goal"] for k, v in result.get("goals", {}).items()}
+            entry["meets_all_goals"] = result.get("meets_all_goals")
         summary[name] = entry
         print(f"== {name}: exit {rc}, {seconds:.0f}s\n", flush=True)
     summary_path = out_dir / "run_all.json"
     previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary_path.write_text(json.dumps({**previous, **summary}, indent=2) + "\n")  # keeps scripts not re-run
     for name, entry in summary.items():
-        bars = ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in entry.get("bars", {}).items())
-        print(f"{name:<18} {entry['wall_s']:6.0f}s  exit {entry['returncode']}  {bars}")
+        goals = ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in entry.get("goals", {}).items())
+        print(f"{name:<18} {entry['wall_s']:6.0f}s  exit {entry['returncode']}  {goals}")
     print(f"results in {out_dir}")
     return max((entry["returncode"] for entry in summary.values()), default=0)
 

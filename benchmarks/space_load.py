@@ -114,9 +114,9 @@ def main() -> None:
         "max_s": float(latencies.max()) if len(latencies) else None,
         "mean_s": float(latencies.mean()) if len(latencies) else None,
     }
-    bars = {
-        "zero_errors": {"value": len(errors), "bar": 0, "meets_bar": not errors},
-        "replies_match_own_history": {"value": mismatches, "bar": 0, "meets_bar": mismatches == 0},
+    goals = {
+        "zero_errors": {"value": len(errors), "threshold": 0, "meets_goal": not errors},
+        "replies_match_own_history": {"value": mismatches, "threshold": 0, "meets_goal": mismatches == 0},
     }
     payload = {
         "benchmark": "space_load",
@@ -132,8 +132,8 @@ def main() -> None:
         "wall_s": wall,
         "requests_per_s": len(records) / wall,
         "decoding": {"strategy": "greedy", "max_new_tokens": MAX_NEW_TOKENS, "context_turns": CONTEXT_TURNS},
-        "bars": bars,
-        "meets_all_bars": all(bar["meets_bar"] for bar in bars.values()),
+        "goals": goals,
+        "meets_all_goals": all(goal["meets_goal"] for goal in goals.values()),
         "machine": common.finish_machine_info(info),
     }
     path = common.write_results("space_load", payload, opts.output)

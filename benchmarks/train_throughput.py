@@ -288,14 +288,14 @@ def main(argv=None) -> dict:
     for name, entry in summary.items():
         entry["ratio_to_trainer_fp32"] = entry["tokens_per_s_median"] / base if base else None
 
-    comparisons, bars = {}, {}
+    comparisons, goals = {}, {}
     if BASELINE in runs and BARE in runs:
         same = [a["batch_fingerprint"] == b["batch_fingerprint"] for a, b in zip(runs[BASELINE], runs[BARE])]
         paired = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(runs[BASELINE], runs[BARE])]
         ratio = summary[BASELINE]["tokens_per_s_median"] / summary[BARE]["tokens_per_s_median"]
         comparisons["trainer_vs_bare"] = {"ratio_of_medians": ratio, "paired_ratios": paired,
                                           "paired_ratio_median": common.median(paired), "same_batches": all(same)}
-        bars["trainer_at_least_0.95x_bare_loop"] = {"value": ratio, "threshold": 0.95, "meets_bar": ratio >= 0.95}
+        goals["trainer_at_least_0.95x_bare_loop"] = {"value": ratio, "threshold": 0.95, "meets_goal": ratio >= 0.95}
     if base:
         target = 1.5 * opts.opennmt_reference
         comparisons["opennmt_reference_tokens_per_s"] = opts.opennmt_reference
@@ -307,14 +307,14 @@ def main(argv=None) -> dict:
         best = max(same_config, key=same_config.get)
         comparisons["best_same_config_variant"] = best
         comparisons["best_same_config_vs_opennmt"] = same_config[best] / opts.opennmt_reference
-        bars["trainer_same_config_at_least_1.5x_opennmt"] = {"value": same_config[best], "variant": best,
+        goals["trainer_same_config_at_least_1.5x_opennmt"] = {"value": same_config[best], "variant": best,
                                                              "threshold": target,
-                                                             "meets_bar": same_config[best] >= target}
+                                                             "meets_goal": same_config[best] >= target}
         if "trainer_recipe" in summary:
             recipe = summary["trainer_recipe"]["tokens_per_s_median"]
             comparisons["trainer_recipe_vs_opennmt"] = recipe / opts.opennmt_reference
-            bars["trainer_recipe_at_least_1.5x_opennmt"] = {"value": recipe, "threshold": target,
-                                                           "meets_bar": recipe >= target}
+            goals["trainer_recipe_at_least_1.5x_opennmt"] = {"value": recipe, "threshold": target,
+                                                           "meets_goal": recipe >= target}
 
     # ---- perplexity impact: short runs from the same seed over the same examples ----
     perplexity = {}
@@ -361,8 +361,8 @@ def main(argv=None) -> dict:
                         for name, measured in runs.items()},
         "summary": summary,
         "comparisons": comparisons,
-        "bars": bars,
-        "meets_all_bars": all(b["meets_bar"] for b in bars.values()) if bars else None,
+        "goals": goals,
+        "meets_all_goals": all(b["meets_goal"] for b in goals.values()) if goals else None,
         "perplexity_short_run": {
             "note": f"short-run comparison: {opts.ppl_steps} steps from the same seed over the same examples, "
                     f"validation perplexity on {len(eval_set)} fixed validation examples (fp32 evaluation); "
@@ -387,8 +387,8 @@ def main(argv=None) -> dict:
     for name, entry in perplexity.items():
         if name not in summary:
             print(f"  {name}: val ppl@{opts.ppl_steps} {entry['validation_perplexity']:.2f}")
-    if bars:
-        common.print_bars(bars)
+    if goals:
+        common.print_goals(goals)
     print(f"\nwrote {path} ({payload['duration_s']:.0f}s)")
     return payload
 
