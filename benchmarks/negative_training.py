@@ -16,8 +16,8 @@ T_out = -1e9). Eval mode for the search.
   (`same_triggers`). Each search is timed whole, and its candidate scoring alone (`scoring_seconds`: the
   `trigger_loss` passes over the candidates plus `encode_prefix`, the shared reading of the words before the
   position, charged to the candidates although the gradient pass reads it too; what is left is the gradient pass
-  and the bookkeeping, the same in every variant). Bar (the issue's wording: batched candidate scoring >= 20 x
-  faster than scoring the candidates one by one): one_by_one's scoring seconds >= 20 x batched's; the whole-search
+  and the bookkeeping, the same in every variant). Goal (batched candidate scoring >= 20 x faster than scoring
+  the candidates one by one): one_by_one's scoring seconds >= 20 x batched's; the whole-search
   ratio is reported next to it.
 * Steps: the same real chitchat training batches (a seeded pool of the train split taken in order) and the same
   optimisation (SGD, lr 0.001, constant, clipping 5, bf16 autocast: recipes/negative_training/frequent.yaml),
@@ -28,7 +28,7 @@ T_out = -1e9). Eval mode for the search.
   pairs still hit and trains on those, in one pass; the pairs are real training messages and the model's greedy
   replies to them, so they hit) vs `mle_malicious_batch`. Time per step over steps warmup+1 .. warmup+timed,
   from the end of the last warm-up step (`StepClock`); the trigger search itself is the first measurement, not
-  part of a step. Bar: each negative step <= 2.5 x the MLE step of the same batch size.
+  part of a step. Goal: each negative step <= 2.5 x the MLE step of the same batch size.
 
 One warm-up run is not needed: the step windows start after `--warmup-steps`; the gibbs-enum variants run once
 untimed on one target first. `--repeats` interleaved repetitions; medians.
