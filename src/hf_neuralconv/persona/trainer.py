@@ -29,7 +29,6 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerFast, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from ..core.scoring import token_log_probs
 from ..core.trainer import ConversationTrainer
 from ..data.tokenization import encode_target
 from ..models.lstm.modeling_lstm import AUTOENCODER_TASK, SEQ2SEQ_TASK
@@ -194,12 +193,21 @@ class MultiTaskTrainer(ConversationTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "task" not in inputs:  # evaluation: ConversationTrainer's seq2seq perplexity
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        labels = inputs["labels"]
-        tokens = labels.ne(-100).sum()
-        # The task's loss for the log, from the logits: Trainer may have scaled `outputs.loss` in place (by the
-        # number of processes, for its token averaging across devices).
-        negative_log_likelihood = -token_log_probs(outputs.logits.detach(), labels).sum()
+        # Trainer scales the model's loss in place once the forward returns (by the number of processes, for its
+        # token averaging across devices): the task's loss for the log is read as the model returned it.
+        returned = {}
+
+        def keep_loss(module, args, output) -> None:  # a hook that returned a value would replace the output
+            returned["loss"] = output.loss.detach().clone()
+
+        hook = self.accelerator.unwrap_model(model).register_forward_hook(keep_loss)
+        try:
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        finally:
+            hook.remove()
+        tokens = inputs["labels"].ne(-100).sum()
+        # The model's loss is this batch's summed NLL divided by `num_items_in_batch` (its own tokens without it).
+        negative_log_likelihood = returned["loss"] * (tokens if num_items_in_batch is None else num_items_in_batch)
         stats = torch.stack([negative_log_likelihood.float(), tokens.float()])
         summed = self.accelerator.gather(stats).view(-1, 2).sum(dim=0).tolist()
         totals = self._task_totals[inputs["task"]]
