@@ -159,12 +159,18 @@ class RunDirectory:
             (self.path / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
         return results
 
+    def save_data_config(self, data_args) -> None:
+        """`data_config.json`: how the model reads a chat and which corpus split it saw."""
+        if self.should_save:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
+
     def save_tokenizer_and_data_config(self, tokenizer, data_args) -> None:
-        """The tokenizer and `data_config.json` (how the model reads a chat, which corpus split it saw)."""
+        """The tokenizer and `data_config.json`."""
         if self.should_save:
             self.path.mkdir(parents=True, exist_ok=True)
             tokenizer.save_pretrained(self.path)
-            (self.path / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
+        self.save_data_config(data_args)
 
     def export_pipeline_code(self) -> None:
         """The conversational pipeline's code next to the saved chatbot (`export_pipeline_code`)."""

@@ -32,7 +32,7 @@ the paper's Tables 1-2 and answers a few test inputs as several target speakers 
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -51,7 +51,6 @@ from ..core.building import (
     tokenize_dataset,
     training_texts,
 )
-from ..core.chat_format import DATA_CONFIG_FILE
 from ..core.evaluation import sorted_by_target_length
 from ..core.run_dir import export_pipeline_code, start_training_run
 from ..core.trainer import ConversationTrainer
@@ -304,7 +303,7 @@ def train_speaker_adaptation(model_args: ModelArguments, data_args: DataArgument
         speaker_model, training = train_mtask(data_args, training_args, adaptation_args, data, targets)
 
     output_dir = run.path
-    (output_dir / DATA_CONFIG_FILE).write_text(json.dumps(asdict(data_args), indent=2))
+    run.save_data_config(data_args)
     (output_dir / PROTOCOL_FILE).write_text(json.dumps(protocol, indent=2))
     decoding = decoding_settings(adaptation_args)
     scores = speaker_perplexities(speaker_model, data, data_args, training_args.per_device_eval_batch_size,
