@@ -45,13 +45,12 @@ from transformers import AutoModelForSeq2SeqLM, GenerationConfig, LogitsProcesso
 
 from ..core.chat_format import (
     DATA_CONFIG_FILE,
-    DEFAULT_CONTEXT_TURNS,
-    DEFAULT_MAX_SOURCE_LENGTH,
     MMI_CONFIG_KEY,
     SPEAKERS_FILE,
     conversation_turns,
     encode_history,
     read_model_json,
+    reading_settings,
 )
 from ..core.scoring import sequence_scores
 
@@ -102,11 +101,9 @@ class ConversationalPipeline(Pipeline):
                  anti_lm: PreTrainedModel | str | Path | None = None,
                  reverse_model: PreTrainedModel | str | Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        name = self.model.name_or_path
-        data_config = read_model_json(name, DATA_CONFIG_FILE) or {}
-        self.max_source_length = max_source_length or data_config.get("max_source_length", DEFAULT_MAX_SOURCE_LENGTH)
-        self.context_turns = data_config.get("max_context_turns", DEFAULT_CONTEXT_TURNS)
-        self.speakers = dict(speakers) if speakers is not None else read_model_json(name, SPEAKERS_FILE) or {}
+        self.context_turns, self.max_source_length = reading_settings(self.model, None, max_source_length or None)
+        self.speakers = (dict(speakers) if speakers is not None
+                         else read_model_json(self.model.name_or_path, SPEAKERS_FILE) or {})
         self.num_speakers = getattr(self.model.config, "num_speakers", 0)
         self.anti_lm = None if anti_lm is None else self._load_anti_lm(anti_lm)
         self.reverse_model = None if reverse_model is None else self._load_reverse_model(reverse_model)
