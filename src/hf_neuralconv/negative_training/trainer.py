@@ -283,8 +283,7 @@ class NegativeTrainer(ConversationTrainer):
             if step["done"] == 0:  # the pairs are the same for every micro-batch: their whole term, once
                 negative_log_probs, negative_labels = self._malicious_negatives(model)
         elif step["negatives"][step["done"]][0]:
-            log_probs, _, labels = self._negative_log_probs(model, *step["negatives"][step["done"]])
-            negative_log_probs, negative_labels = log_probs, labels
+            negative_log_probs, _, negative_labels = self._negative_log_probs(model, *step["negatives"][step["done"]])
         # The data rows ask for their loss only: the output layer runs at the labelled positions alone, as in
         # an MLE step (ConversationTrainer); the negative rows needed their per-token log-probabilities.
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
