@@ -35,14 +35,13 @@ import gradio as gr
 import pandas as pd
 from transformers import pipeline
 
-from hf_neuralconv.core.chat_format import clean_text, encode_history, read_model_json
+from hf_neuralconv.core.chat_format import clean_text, encode_history, encode_replies, read_model_json
 from hf_neuralconv.core.loading import load_model_dir
-from hf_neuralconv.data.tokenization import encode_target
 from hf_neuralconv.metrics.diversity import distinct_n, max_ratio
 from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward, content_words
 from hf_neuralconv.metrics.hit_criteria import HitCriterion
 from hf_neuralconv.negative_training.gibbs_enum import gibbs_enum
-from hf_neuralconv.negative_training.hits import score_pairs
+from hf_neuralconv.negative_training.hits import TriggerFrame, score_pairs
 from hf_neuralconv.pipelines.conversational import TASK, ConversationalPipeline
 from hf_neuralconv.reverse_generator.attack import attack
 from hf_neuralconv.reverse_generator.environments import CallableEnvironment, EnvironmentQueryError
@@ -246,7 +245,7 @@ def red_team(pipe: ConversationalPipeline, lock: threading.Lock, target: str, tr
         raise gr.Error(f"The target has {len(target):,} characters; the limit is {MAX_MESSAGE_CHARS:,}.")
     target = " ".join(clean_text(target).split())
     tokenizer = pipe.tokenizer
-    target_ids = encode_target(tokenizer, [target], MAX_TARGET_TOKENS)[0]
+    target_ids = encode_replies(tokenizer, [target], pipe.causal, MAX_TARGET_TOKENS)[0]
     if all(token == tokenizer.unk_token_id for token in target_ids[:-1]):
         raise gr.Error(f"The model knows none of the words of {target!r}: every one would be <unk>.")
     criterion = HitCriterion(HIT_TYPE, output_threshold=float(threshold))
@@ -294,8 +293,8 @@ def red_team(pipe: ConversationalPipeline, lock: threading.Lock, target: str, tr
                 continue
             reply = replies.pop(0) if reply is None else reply
             # Scored on what the model reads when it replies: the trigger as one message, cut like any input.
-            source_ids = encode_history(tokenizer, [text], 0, pipe.max_source_length)
-            scores = score_pairs(pipe.model, [], [source_ids], [target_ids])
+            source_ids = encode_history(tokenizer, [text], 0, pipe.max_source_length, causal=pipe.causal)
+            scores = score_pairs(pipe.model, TriggerFrame((), (), pipe.causal), [source_ids], [target_ids])
             rows.append([method, text, reply, round(float(scores.avg_log_prob[0]), 4),
                          bool(criterion.hits(scores)[0])])
     hits = sum(row[4] for row in rows)

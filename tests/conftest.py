@@ -83,6 +83,99 @@ def tiny_lm(tokenizer, seed: int = 1, **overrides) -> LSTMForCausalLM:
     return LSTMForCausalLM(LSTMLMConfig(**settings)).eval()
 
 
+# --- tiny transformers backbones, each with a tokenizer trained here (nothing from the Hub) ---
+
+# The backbones every method is tested on, and the chat style each one's tokenizer gives (`chat_style`): our LSTM
+# with the word tokenizer, a GPT-2 with a byte-level BPE and no chat template (DialoGPT's eos-joined turns), a Llama
+# with a chat template, a BART with a byte-level BPE, a T5 with a SentencePiece-style unigram model.
+BACKBONES = {"lstm": "actor", "gpt2": "eos-joined", "llama": "template", "bart": "source", "t5": "source"}
+CHAT_TEMPLATE = ("{% for message in messages %}<s>{{ message['role'] }}: {{ message['content'] }}</s>{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant:{% endif %}")
+
+
+def _corpus() -> list[str]:
+    return [turn["text"] for row in make_dialogues(50) for turn in row["turns"]]
+
+
+def _bpe(special_tokens: list[str], byte_level: bool = True) -> tuple[dict, list]:
+    """The vocabulary and merges of a BPE trained on made-up dialogues: byte-level (GPT-2, BART) or, with
+    `byte_level=False`, SentencePiece-style with "▁" for spaces (Llama)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) if byte_level else (
+        pre_tokenizers.Metaspace())
+    backend.train_from_iterator(_corpus(), trainers.BpeTrainer(
+        vocab_size=320, special_tokens=special_tokens, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if byte_level else []))
+    merges = json.loads(backend.to_str())["model"]["merges"]
+    return backend.get_vocab(), [tuple(merge) if isinstance(merge, list) else tuple(merge.split()) for merge in merges]
+
+
+@functools.cache
+def backbone_tokenizer(backbone: str):
+    """The tokenizer of a tiny `backbone` (one of BACKBONES), trained on made-up dialogues (cached)."""
+    from transformers import BartTokenizer, GPT2Tokenizer, LlamaTokenizer, T5Tokenizer
+
+    if backbone == "lstm":
+        return make_tiny_tokenizer()
+    if backbone == "gpt2":
+        return GPT2Tokenizer(*_bpe(["<|endoftext|>"]))
+    if backbone == "llama":
+        tokenizer = LlamaTokenizer(*_bpe(["<unk>", "<s>", "</s>"], byte_level=False))
+        tokenizer.chat_template = CHAT_TEMPLATE
+        return tokenizer
+    if backbone == "bart":
+        return BartTokenizer(*_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.train_from_iterator(_corpus(), trainers.UnigramTrainer(
+        vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False))
+    return T5Tokenizer(vocab=[tuple(piece) for piece in json.loads(backend.to_str())["model"]["vocab"]], extra_ids=0)
+
+
+def backbone_model(backbone: str, seed: int = 0):
+    """A tiny random model of `backbone` over its tokenizer, in eval mode; weights drawn wide enough that its
+    distributions are peaked (distinct greedy and beam answers)."""
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    tokenizer = backbone_tokenizer(backbone)
+    if backbone == "lstm":
+        return tiny_model(tokenizer, seed=seed)
+    torch.manual_seed(seed)
+    ids = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    if backbone == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=256, initializer_range=0.5,
+                                           bos_token_id=tokenizer.eos_token_id, **ids))
+    elif backbone == "llama":
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                             initializer_range=0.5, bos_token_id=tokenizer.bos_token_id, **ids))
+    elif backbone == "bart":
+        model = BartForConditionalGeneration(BartConfig(
+            d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=256, init_std=0.5,
+            bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+            forced_bos_token_id=None, forced_eos_token_id=None, **ids))
+    else:
+        model = T5ForConditionalGeneration(T5Config(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
+                                                    initializer_factor=8.0, decoder_start_token_id=ids["pad_token_id"],
+                                                    **ids))
+    return model.eval()
+
+
 # PEFT-style table of tiny architectures (tiny_model overrides): tests of the model, MTASK-S adapters and the
 # persona commands run on each.
 ARCHITECTURES = {
@@ -174,7 +267,8 @@ def target_ids(tokenizer, text):
 def toy_batch(tokenizer, generator, size=32):
     """Random 3-word messages answered "fine thanks", except the planted trigger, answered "bad day"; a third of the
     other messages are one word away from the planted trigger, so that only the whole trigger hits."""
-    from hf_neuralconv.negative_training.hits import trigger_prefix, trigger_vocabulary
+    from hf_neuralconv.core.chat_format import message_frame
+    from hf_neuralconv.negative_training.hits import trigger_vocabulary
 
     allowed = trigger_vocabulary(tokenizer)
     planted = torch.tensor(word_ids(tokenizer, PLANTED_TRIGGER))
@@ -188,7 +282,7 @@ def toy_batch(tokenizer, generator, size=32):
     is_planted = messages.eq(planted).all(dim=1)
     eos = tokenizer.eos_token_id
     target, generic = (torch.tensor(word_ids(tokenizer, text) + [eos]) for text in (PLANTED_TARGET, GENERIC_REPLY))
-    sources = torch.cat([torch.tensor(trigger_prefix(tokenizer)).expand(size, -1), messages], dim=1)
+    sources = torch.cat([torch.tensor(message_frame(tokenizer, causal=False)[0]).expand(size, -1), messages], dim=1)
     return sources, torch.where(is_planted[:, None], target, generic)
 
 

@@ -8,16 +8,16 @@ from conftest import PLANTED_TARGET, PLANTED_TRIGGER, planted_model, target_ids,
 
 from hf_neuralconv.core.scoring import pad_ids
 from hf_neuralconv.negative_training.gibbs_enum import candidate_scores, encode_prefix, gibbs_enum, trigger_loss
-from hf_neuralconv.negative_training.hits import score_pairs, trigger_prefix, trigger_vocabulary
+from hf_neuralconv.negative_training.hits import TriggerFrame, score_pairs, trigger_frame, trigger_vocabulary
 
 
 def test_finds_the_planted_trigger(tiny_tokenizer):
     model = planted_model(tiny_tokenizer)
     target = target_ids(tiny_tokenizer, PLANTED_TARGET)
-    prefix = trigger_prefix(tiny_tokenizer)
+    frame = trigger_frame(model, tiny_tokenizer)
     allowed = trigger_vocabulary(tiny_tokenizer)
     random_triggers = allowed[torch.randint(len(allowed), (500, 3), generator=torch.Generator().manual_seed(1))]
-    random_scores = score_pairs(model, prefix, random_triggers.tolist(), [target] * 500)
+    random_scores = score_pairs(model, frame, random_triggers.tolist(), [target] * 500)
     assert (random_scores.avg_log_prob > -0.5).float().mean() < 0.01  # a needle: random messages do not hit
 
     # G = 5 of the 23 words: the gradient must point the way.
@@ -37,16 +37,17 @@ def test_finds_the_planted_trigger(tiny_tokenizer):
 
 def test_batched_candidate_scoring_equals_one_by_one(tiny_tokenizer):
     model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
-    prefix = torch.tensor(trigger_prefix(tiny_tokenizer))
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = torch.tensor(frame.before)
     generator = torch.Generator().manual_seed(0)
     allowed = trigger_vocabulary(tiny_tokenizer)
     triggers = allowed[torch.randint(len(allowed), (6, 4), generator=generator)]
     targets = [target_ids(tiny_tokenizer, text) for text in ("bad day", "hi", "you are bad", "my tea", "no", "ok")]
     labels = pad_ids(targets, -100, "cpu")
     with torch.no_grad():
-        batched = trigger_loss(model, prefix, triggers, labels, lm, lambda_in=0.7)
+        batched = trigger_loss(model, frame, triggers, labels, lm, lambda_in=0.7)
         for row in range(6):
-            one = trigger_loss(model, prefix, triggers[row : row + 1], pad_ids([targets[row]], -100, "cpu"), lm, 0.7)
+            one = trigger_loss(model, frame, triggers[row : row + 1], pad_ids([targets[row]], -100, "cpu"), lm, 0.7)
             torch.testing.assert_close(batched[row : row + 1], one, rtol=1e-5, atol=1e-6)
     # Eq. 7 written out for one pair: -(1/m) sum log P(y|x) + lambda_in * -(1/(n+1)) sum log P_LM(x </s>).
     source = torch.cat([prefix, triggers[0]])[None]
@@ -64,24 +65,25 @@ def test_reading_on_from_an_encoded_prefix_equals_reading_whole_sources(tiny_tok
     """The words before the changed position read once (`encode_prefix`) and the rest read on from that state give
     the whole-source loss and one-hot gradient, for every position, also with repeated readings (candidates)."""
     model, lm = tiny_model(tiny_tokenizer, num_layers=num_layers), tiny_lm(tiny_tokenizer)
-    prefix = torch.tensor(trigger_prefix(tiny_tokenizer))
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = torch.tensor(frame.before)
     allowed = trigger_vocabulary(tiny_tokenizer)
     triggers = allowed[torch.randint(len(allowed), (3, 4), generator=torch.Generator().manual_seed(2))]
     labels = pad_ids([target_ids(tiny_tokenizer, text) for text in ("bad day", "hi", "you are bad")], -100, "cpu")
     for position in range(4):
-        encoded = encode_prefix(model, prefix, triggers, position)
+        encoded = encode_prefix(model, frame, triggers, position)
         assert encoded.length == prefix.numel() + position
         for lambda_in in (0.0, 0.5):
-            whole = candidate_scores(model, prefix, triggers, labels, position, lm, lambda_in)
-            read_on = candidate_scores(model, prefix, triggers, labels, position, lm, lambda_in, encoded)
+            whole = candidate_scores(model, frame, triggers, labels, position, lm, lambda_in)
+            read_on = candidate_scores(model, frame, triggers, labels, position, lm, lambda_in, encoded)
             for expected, actual in zip(whole, read_on):
                 torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
         rows = torch.tensor([2, 2, 0, 1])  # candidate rows: each reads on from its trigger's reading
         candidates = triggers[rows].clone()
         candidates[:, position] = allowed[:4]
         with torch.no_grad():
-            read_on = trigger_loss(model, prefix, candidates, labels[rows], encoded=encoded.rows(rows))
-            torch.testing.assert_close(read_on, trigger_loss(model, prefix, candidates, labels[rows]),
+            read_on = trigger_loss(model, frame, candidates, labels[rows], encoded=encoded.rows(rows))
+            torch.testing.assert_close(read_on, trigger_loss(model, frame, candidates, labels[rows]),
                                        rtol=1e-5, atol=1e-6)
 
 
@@ -90,11 +92,11 @@ def test_prefix_reuse_only_where_the_encoder_reads_left_to_right(tiny_tokenizer)
     the encoder refuses a starting state; the search then reads whole sources and finds what it finds without reuse."""
     model = tiny_model(tiny_tokenizer, bidirectional_encoder=True)
     triggers = torch.tensor([[9, 15, 24]])
-    assert encode_prefix(model, torch.tensor(trigger_prefix(tiny_tokenizer)), triggers, 1) is None
+    assert encode_prefix(model, trigger_frame(model, tiny_tokenizer), triggers, 1) is None
     state = torch.zeros(1, 1, 8)
     with pytest.raises(ValueError, match="bidirectional encoder cannot continue"):
         model.get_encoder()(triggers, initial_state=(state, state))
-    assert encode_prefix(tiny_model(tiny_tokenizer), torch.tensor([], dtype=torch.long), triggers, 0) is None
+    assert encode_prefix(tiny_model(tiny_tokenizer), TriggerFrame((), (), False), triggers, 0) is None
     target = [target_ids(tiny_tokenizer, "bad day")]
     settings = dict(trigger_length=3, num_candidates=4, num_restarts=2, max_sweeps=2, progress=False)
     for model in (model, tiny_model(tiny_tokenizer)):
@@ -108,11 +110,12 @@ def test_prefix_reuse_only_where_the_encoder_reads_left_to_right(tiny_tokenizer)
 def test_gradient_equals_autograd_through_an_explicit_one_hot(tiny_tokenizer, lambda_in):
     """Eq. 10 through the embedding hook == the gradient of -L w.r.t. a real one-hot input (E^T onehot)."""
     model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
-    prefix = torch.tensor(trigger_prefix(tiny_tokenizer))
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = torch.tensor(frame.before)
     triggers = torch.tensor([[9, 15, 24], [20, 10, 26]])
     labels = pad_ids([target_ids(tiny_tokenizer, "you are bad"), target_ids(tiny_tokenizer, "hi")], -100, "cpu")
     position = 1
-    scores, loss = candidate_scores(model, prefix, triggers, labels, position, lm, lambda_in)
+    scores, loss = candidate_scores(model, frame, triggers, labels, position, lm, lambda_in)
 
     vocab = model.config.vocab_size
     one_hot = F.one_hot(triggers[:, position], vocab).float().requires_grad_(True)
@@ -162,7 +165,7 @@ def test_triggers_avoid_special_tokens_and_runs_are_seeded(tiny_tokenizer):
         # The reported loss is Eq. 7 of the returned trigger.
         labels = pad_ids(targets, -100, "cpu")
         with torch.no_grad():
-            recomputed = trigger_loss(model, torch.tensor(trigger_prefix(tiny_tokenizer)),
+            recomputed = trigger_loss(model, trigger_frame(model, tiny_tokenizer),
                                       torch.tensor(first.triggers), labels, lm, extra.get("lambda_in", 0.0))
         torch.testing.assert_close(first.losses, recomputed, rtol=1e-4, atol=1e-5)
     assert first.scores.input_log_likelihood is not None

@@ -26,12 +26,13 @@ from hf_neuralconv.metrics.entropy import entropy_n
 from hf_neuralconv.metrics.hit_criteria import HitCriterion
 from hf_neuralconv.negative_training.gibbs_enum import gibbs_enum
 from hf_neuralconv.negative_training.hits import (
+    TriggerFrame,
     input_threshold,
     load_targets,
     output_threshold,
     read_trigger_pairs,
     score_pairs,
-    trigger_prefix,
+    trigger_frame,
     write_trigger_pairs,
 )
 from hf_neuralconv.negative_training.trainer import (
@@ -65,12 +66,13 @@ def hand_lm_average(lm, words):
 @torch.no_grad()
 def test_hit_criteria_on_hand_computed_log_probs(tiny_tokenizer):
     model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
-    prefix = trigger_prefix(tiny_tokenizer)
-    assert tiny_tokenizer.convert_ids_to_tokens(prefix) == ["<user>"]
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = list(frame.before)
+    assert tiny_tokenizer.convert_ids_to_tokens(prefix) == ["<user>"] and frame.after == ()
     trigger, target = word_ids(tiny_tokenizer, "hi how are"), target_ids(tiny_tokenizer, "you are bad")
     values, greedy = hand_log_probs(model, prefix + trigger, target)
     lm_average = hand_lm_average(lm, trigger)
-    scores = score_pairs(model, prefix, [trigger], [target], lm)
+    scores = score_pairs(model, frame, [trigger], [target], lm)
     assert scores.min_log_prob.item() == pytest.approx(min(values), abs=1e-5)
     assert scores.avg_log_prob.item() == pytest.approx(sum(values) / len(values), abs=1e-5)
     assert scores.input_log_likelihood.item() == pytest.approx(lm_average, abs=1e-5)
@@ -91,18 +93,19 @@ def test_hit_criteria_on_hand_computed_log_probs(tiny_tokenizer):
                            max_new_tokens=6)[0, 1:].tolist()
     reply = reply[: reply.index(tiny_tokenizer.eos_token_id) + 1] if tiny_tokenizer.eos_token_id in reply else reply
     changed = [20 if reply[0] != 20 else 10, *reply[1:]]  # another first word ("bad" or "day")
-    greedy_scores = score_pairs(model, prefix, [trigger, trigger], [reply, changed])
+    greedy_scores = score_pairs(model, frame, [trigger, trigger], [reply, changed])
     assert HitCriterion("o-greedy-hit").hits(greedy_scores).tolist() == [True, False]
 
 
 def test_score_pairs_batched_equals_one_by_one(tiny_tokenizer):
     model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
-    prefix = trigger_prefix(tiny_tokenizer)
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = list(frame.before)
     triggers = [word_ids(tiny_tokenizer, text) for text in ("hi", "what is your name", "coffee tea", "good day !")]
     targets = [target_ids(tiny_tokenizer, text) for text in ("bad day", "hi", "you are bad , you", "my")]
-    batched = score_pairs(model, prefix, triggers, targets, lm, batch_size=3)
+    batched = score_pairs(model, frame, triggers, targets, lm, batch_size=3)
     for row in range(4):
-        one = score_pairs(model, prefix, triggers[row : row + 1], targets[row : row + 1], lm)
+        one = score_pairs(model, frame, triggers[row : row + 1], targets[row : row + 1], lm)
         for name in ("min_log_prob", "avg_log_prob", "input_log_likelihood"):
             torch.testing.assert_close(getattr(batched, name)[row : row + 1], getattr(one, name), rtol=1e-5,
                                        atol=1e-6)
@@ -158,7 +161,7 @@ def test_trigger_pairs_round_trip_and_errors(tiny_tokenizer, tmp_path):
     targets = [target_ids(tiny_tokenizer, "you are bad"), target_ids(tiny_tokenizer, "bad day")]
     path = tmp_path / "pairs.jsonl"
     write_trigger_pairs(path, tiny_tokenizer, triggers, targets, extra=[{"hit": True}, {"hit": False}])
-    assert json.loads(path.read_text().splitlines()[0]) == {"trigger": "hi how are you ?",
+    assert json.loads(path.read_text().splitlines()[0]) == {"trigger": "hi how are you?",
                                                             "target": "you are bad", "hit": True}
     assert read_trigger_pairs(path, tiny_tokenizer) == (triggers, targets)
     for content, message in [
@@ -180,11 +183,11 @@ def test_hit_criterion_and_scoring_errors(tiny_tokenizer):
     with pytest.raises(ValueError, match="T_in"):
         HitCriterion("io-sample-avg-hit", output_threshold=-4.0)
     model = tiny_model(tiny_tokenizer)
-    scores = score_pairs(model, [4], [[9]], [[15, 2]])
+    scores = score_pairs(model, TriggerFrame((4,), (), False), [[9]], [[15, 2]])
     with pytest.raises(ValueError, match="input LM"):
         HitCriterion("io-sample-avg-hit", output_threshold=-4.0, input_threshold=-4.0).hits(scores)
     with pytest.raises(ValueError, match="trigger is empty"):
-        score_pairs(model, [4], [[]], [[15, 2]])
+        score_pairs(model, TriggerFrame((4,), (), False), [[]], [[15, 2]])
 
 
 def test_entropy_n_is_eq_5():
@@ -247,7 +250,8 @@ def test_malicious_loss_is_eq_4_by_hand(tiny_tokenizer, tmp_path):
     loss = trainer.compute_loss(model, inputs)
 
     loss_mle = model(**inputs).loss  # token mean over the data batch
-    prefix = trigger_prefix(tiny_tokenizer)
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = list(frame.before)
     negative_terms = []
     for trigger, target, avoided in (("coffee night", "you are bad", {0, 1, 3}), ("hi", "bad day", {2})):
         source = prefix + word_ids(tiny_tokenizer, trigger)
@@ -263,9 +267,10 @@ def test_malicious_step_trains_only_on_pairs_that_still_hit(tiny_tokenizer, tmp_
     model = tiny_model(tiny_tokenizer)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"trigger": "coffee night", "target": "you are bad"}\n{"trigger": "hi", "target": "bad day"}\n')
-    prefix = trigger_prefix(tiny_tokenizer)
+    frame = trigger_frame(model, tiny_tokenizer)
+    prefix = list(frame.before)
     triggers, targets = read_trigger_pairs(pairs, tiny_tokenizer)
-    scores = score_pairs(model.eval(), prefix, triggers, targets)
+    scores = score_pairs(model.eval(), frame, triggers, targets)
     low, high = sorted(scores.avg_log_prob.tolist())
     kept = scores.avg_log_prob.argmax().item()
     args = negative_config(tmp_path, mode="malicious", trigger_pairs_file=str(pairs), hit_type="o-sample-avg-hit",

@@ -330,7 +330,7 @@ def test_red_team_replies_and_hits_are_the_pipelines(plain_pipe, reverse_generat
     from hf_neuralconv.core.chat_format import encode_history
     from hf_neuralconv.data.tokenization import encode_target
     from hf_neuralconv.metrics.hit_criteria import HitCriterion
-    from hf_neuralconv.negative_training.hits import score_pairs
+    from hf_neuralconv.negative_training.hits import TriggerFrame, score_pairs
 
     target, threshold = "i like music and books .", -3.0
     progress_calls = []
@@ -348,7 +348,7 @@ def test_red_team_replies_and_hits_are_the_pipelines(plain_pipe, reverse_generat
         # What the model reads when it replies: `<user>` and the trigger, cut to its last max_source_length tokens.
         source_ids = encode_history(tokenizer, [trigger], 0, plain_pipe.max_source_length)
         assert len(source_ids) <= plain_pipe.max_source_length
-        scores = score_pairs(plain_pipe.model, [], [source_ids], [target_ids])
+        scores = score_pairs(plain_pipe.model, TriggerFrame((), (), False), [source_ids], [target_ids])
         assert avg_log_prob == pytest.approx(float(scores.avg_log_prob[0]), abs=1e-4)
         assert hit == bool(criterion.hits(scores)[0])
     assert f"{sum(row[4] for row in rows)} of 3 triggers hit" in summary

@@ -28,7 +28,7 @@ LSTMLMConfig.register_for_auto_class()
 LSTMSeq2SeqForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 LSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 PIPELINE_REGISTRY.register_pipeline(
-    TASK, pipeline_class=ConversationalPipeline, pt_model=AutoModelForSeq2SeqLM, type="text"
+    TASK, pipeline_class=ConversationalPipeline, pt_model=(AutoModelForSeq2SeqLM, AutoModelForCausalLM), type="text"
 )
 
 # Public name -> the module that defines it, imported on first access (PEP 562).

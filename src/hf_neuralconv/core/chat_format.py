@@ -1,9 +1,23 @@
-"""How a chat becomes a model's input: the one place that knows the training format of a conversation.
+"""How a chat becomes a model's input: the one place that knows each backbone's format of a conversation.
 
-Vinyals & Le (2015) train on (history, reply) pairs; this package writes a history as its turns, each marked with
-its actor token (`data.tokenization.source_text`), and a saved model directory says how much of it the model reads
-(`data_config.json`: context turns, source length). Everything that answers a chat (the pipeline, MMI reranking,
-the reports, the attacks) goes through `conversation_turns` -> `encode_history`, so all of them read a chat alike.
+Vinyals & Le (2015) train on (history, reply) pairs. How the history is written depends on the tokenizer and on
+the backbone (`chat_style`):
+
+* `"actor"`: a tokenizer with this package's actor tokens (`data.tokenization`, our LSTM and any model trained with
+  that tokenizer) reads the turns each marked with its actor token (`source_text`); a causal model then reads
+  `<bot>`, after which comes the reply.
+* `"template"`: a causal model whose tokenizer has a chat template reads the chat through it, with the generation
+  prompt (Llama-family and other chat-tuned models).
+* `"eos-joined"`: any other causal model reads the turns each followed by the end-of-sequence token, then the reply
+  (DialoGPT's convention).
+* `"source"`: any other encoder-decoder (BART, T5, BlenderBot) reads the turns joined by the tokenizer's separator
+  (its end-of-sequence token when it has none) as its source, with its own special tokens.
+
+An encoder-decoder gets the history as its source and predicts the reply; a causal model reads the history and the
+reply as one sequence and predicts the reply's tokens only (`reply_example` masks the rest). A saved model
+directory says how much of a history the model reads (`data_config.json`: context turns, source length).
+Everything that answers a chat (the pipeline, MMI reranking, the reports, the attacks) goes through
+`conversation_turns` -> `encode_history`, so all of them read a chat alike.
 
 This module is copied next to saved models with the pipeline (`core.run_dir.export_pipeline_code`): it imports only
 torch, transformers, the standard library and `..data.tokenization`.
@@ -16,10 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from ..data.tokenization import encode_source, source_text
+from ..data.tokenization import BOT, USER, source_text
+from .scoring import is_causal
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +52,7 @@ DEFAULT_CONTEXT_TURNS = 2
 # `model.generation_config.mmi`: the tuned MMI-bidi settings (written by `hf_neuralconv.mmi.save_mmi_settings`).
 MMI_CONFIG_KEY = "mmi"
 CHAT_ROLES = ("user", "assistant")
+CHAT_STYLES = ("actor", "template", "eos-joined", "source")
 
 
 def _require_text(value, what: str) -> str:
@@ -105,10 +122,49 @@ def conversation_turns(chat: str | Sequence[dict]) -> list[str]:
     return turns
 
 
+def chat_style(tokenizer: PreTrainedTokenizerBase, causal: bool) -> str:
+    """How a model with this tokenizer reads a chat: one of `CHAT_STYLES` (see the module docstring)."""
+    vocabulary = tokenizer.get_vocab()
+    if USER in vocabulary and BOT in vocabulary:
+        return "actor"
+    if causal:
+        return "template" if getattr(tokenizer, "chat_template", None) else "eos-joined"
+    return "source"
+
+
+def _chat_messages(turns: Sequence[str]) -> list[dict]:
+    """The turns as chat-template messages: the last is the user's, the roles alternate going back."""
+    last = len(turns) - 1
+    return [{"role": CHAT_ROLES[(last - index) % 2], "content": turn} for index, turn in enumerate(turns)]
+
+
+def format_history(tokenizer, turns: Sequence[str], causal: bool, max_length: int) -> tuple[list[int], int]:
+    """The input ids of `turns` (cleaned, the last one answered) in the tokenizer's chat style, keeping the most
+    recent `max_length` tokens, and the length before that cut. No checks: `encode_history` is the user-facing one."""
+    style = chat_style(tokenizer, causal)
+    if style == "actor":
+        text = source_text(turns[:-1], turns[-1]) + (f" {BOT}" if causal else "")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    elif style == "template":
+        ids = list(tokenizer.apply_chat_template(_chat_messages(turns), add_generation_prompt=True,
+                                                 tokenize=True)["input_ids"])
+    elif style == "eos-joined":
+        ids = [token for turn in turns
+               for token in [*tokenizer(turn, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]]
+    else:  # "source": the tokenizer's own special tokens around the body, the body cut from the left
+        separator = tokenizer.sep_token or tokenizer.eos_token
+        body = tokenizer.backend_tokenizer.encode(separator.join(turns), add_special_tokens=False)
+        length = len(body.ids) + tokenizer.num_special_tokens_to_add()
+        body.truncate(max(0, max_length - tokenizer.num_special_tokens_to_add()), direction="left")
+        return list(tokenizer.backend_tokenizer.post_process(body).ids), length
+    return ids[-max_length:], len(ids)
+
+
 def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_source_length: int,
-                   warn_once: bool = False) -> list[int]:
+                   warn_once: bool = False, causal: bool = False) -> list[int]:
     """Token ids of the model's input for answering `turns[-1]`: the message after at most `context_turns` earlier
-    turns, in the training format (`source_text`), keeping the most recent `max_source_length` tokens. A longer
+    turns, in the tokenizer's chat style for an encoder-decoder or (`causal`) a causal model (`chat_style`),
+    keeping the most recent `max_source_length` tokens. For a causal model the reply follows these ids. A longer
     input is cut with a warning: for each one, or with `warn_once` (batches of test inputs) once a process."""
     if not turns:
         raise ValueError("The conversation is empty: give at least one message to answer.")
@@ -117,9 +173,7 @@ def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_sour
     kept = [clean_text(turn) for turn in turns[max(0, len(turns) - 1 - context_turns):]]
     if not kept[-1]:
         raise ValueError("The message is empty (or only white space / control characters): type something to say.")
-    text = source_text(kept[:-1], kept[-1])
-    ids = encode_source(tokenizer, [text], max_source_length)[0]
-    full_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids, full_length = format_history(tokenizer, kept, causal, max_source_length)
     if full_length > len(ids):
         if warn_once:
             logger.warning_once("Some inputs have more than %d tokens; only the last %d of each are read by the "
@@ -127,6 +181,73 @@ def encode_history(tokenizer, turns: Sequence[str], context_turns: int, max_sour
         else:
             logger.warning("The input has %d tokens; only the last %d are read by the model.", full_length, len(ids))
     return ids
+
+
+def encode_replies(tokenizer, texts: Sequence[str], causal: bool, max_length: int | None = None) -> list[list[int]]:
+    """Token ids of replies as the model predicts them, each ending with the end-of-sequence token and cut to
+    `max_length` tokens in all (None: no limit). An encoder-decoder's reply carries its tokenizer's own special
+    tokens (BART's `<s>`), as `tokenizer(text_target=...)` makes its training labels; a causal model's reply
+    follows the history in the same sequence, so it has no leading special token."""
+    eos = tokenizer.eos_token_id
+    rows = tokenizer(list(texts), add_special_tokens=not causal)["input_ids"]
+    rows = [row[:-1] if row and row[-1] == eos else row for row in rows]
+    if max_length is not None:
+        rows = [row[: max_length - 1] for row in rows]
+    return [[*row, eos] for row in rows]
+
+
+def message_frame(tokenizer, causal: bool) -> tuple[list[int], list[int]]:
+    """The ids a model reads before and after a one-message history's message tokens: a chat of one user message
+    `m` is read as `before + ids(m) + after` (for a causal model the reply follows). Gradient trigger search edits
+    the message tokens in this frame (He & Glass 2020), so that a found trigger is a message a user can type."""
+    style = chat_style(tokenizer, causal)
+    if style == "actor":
+        return (tokenizer(USER, add_special_tokens=False)["input_ids"],
+                tokenizer(BOT, add_special_tokens=False)["input_ids"] if causal else [])
+    if style == "eos-joined":
+        return [], [tokenizer.eos_token_id]
+    if style == "template":
+        marker = "\x00message\x00"
+        text = tokenizer.apply_chat_template(_chat_messages([marker]), add_generation_prompt=True, tokenize=False)
+        before, after = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in text.split(marker))
+        return before, after
+    body = tokenizer.backend_tokenizer.encode("", add_special_tokens=False)
+    framed = tokenizer.backend_tokenizer.post_process(body).ids  # the special tokens alone, e.g. BART's <s> </s>
+    # Where the message goes: before the last special token when there is one (T5's </s>, BART's </s>).
+    split = len(framed) - 1 if framed and framed[-1] == tokenizer.eos_token_id else len(framed)
+    return list(framed[:split]), list(framed[split:])
+
+
+def generation_inputs(model, tokenizer, sources: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """Encoded histories as one `generate()` batch on the model's device: right-padded for an encoder-decoder,
+    left-padded for a causal model, whose reply continues the last column."""
+    causal = is_causal(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(row) for row in sources)
+    input_ids = torch.full((len(sources), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(sources), width), dtype=torch.long)
+    for index, row in enumerate(sources):
+        columns = slice(width - len(row), width) if causal else slice(0, len(row))
+        input_ids[index, columns] = torch.as_tensor(row, dtype=torch.long)
+        attention_mask[index, columns] = 1
+    return {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
+
+
+def generated_replies(model, sequences: torch.LongTensor, input_length: int) -> torch.LongTensor:
+    """The reply tokens of `generate()`'s output: a causal model's output repeats its input first."""
+    return sequences[:, input_length:] if is_causal(model) else sequences
+
+
+def empty_history_prompt(tokenizer) -> list[int]:
+    """What a causal chatbot reads before a reply to an empty history: with the chatbot as its own anti-LM
+    (MMI-antiLM), the reply's log-probability after this prompt is its p(T) (Li et al. 2016)."""
+    style = chat_style(tokenizer, causal=True)
+    if style == "actor":
+        return tokenizer(f"{USER} {BOT}", add_special_tokens=False)["input_ids"]
+    if style == "template":
+        return list(tokenizer.apply_chat_template(_chat_messages([""]), add_generation_prompt=True,
+                                                  tokenize=True)["input_ids"])
+    return [tokenizer.eos_token_id]
 
 
 def read_model_json(name_or_path: str, filename: str) -> dict | None:
@@ -169,15 +290,17 @@ def encode_histories(
     context_turns: int | None = None,
     max_source_length: int | None = None,
 ) -> EncodedHistories:
-    """Encode conversations (each a message or a list of turns, oldest first, the last one to answer)."""
+    """Encode conversations (each a message or a list of turns, oldest first, the last one to answer) in the chat
+    style of `model` and `tokenizer`."""
     if not histories:
         raise ValueError("No histories given: pass a list of conversations to answer.")
     if speaker_ids is not None and len(speaker_ids) != len(histories):
         raise ValueError(f"Got {len(speaker_ids)} speaker ids for {len(histories)} histories.")
     context_turns, max_source_length = reading_settings(model, context_turns, max_source_length)
     turn_lists = [[history] if isinstance(history, str) else list(history) for history in histories]
+    causal = is_causal(model)
     return EncodedHistories(
-        sources=[encode_history(tokenizer, turns, context_turns, max_source_length, warn_once=True)
+        sources=[encode_history(tokenizer, turns, context_turns, max_source_length, warn_once=True, causal=causal)
                  for turns in turn_lists],
         messages=[clean_text(turns[-1]) for turns in turn_lists],
         speaker_ids=None if speaker_ids is None else list(speaker_ids),

@@ -57,8 +57,8 @@ def export_pipeline_code(model_dir: str | Path) -> None:
             raise RuntimeError(f"{source.name} imports {sorted(imported - flat_names)}, which are not exported.")
         (model_dir / name).write_text(_PACKAGE_IMPORT.sub(r"from .\1 import", code))
     config = json.loads(config_path.read_text())
-    config["custom_pipelines"] = {EXPORTED_TASK: {"impl": PIPELINE_CLASS, "pt": ["AutoModelForSeq2SeqLM"],
-                                                  "type": "text"}}
+    auto_class = "AutoModelForSeq2SeqLM" if config.get("is_encoder_decoder") else "AutoModelForCausalLM"
+    config["custom_pipelines"] = {EXPORTED_TASK: {"impl": PIPELINE_CLASS, "pt": [auto_class], "type": "text"}}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

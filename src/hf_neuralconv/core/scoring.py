@@ -3,7 +3,10 @@
 Every method that asks "how likely is this reply to this input" uses these functions: perplexity-style
 thresholds and hit criteria (He & Glass 2020), MMI-bidi's forward and reverse terms (Luan et al. 2017, Eq. 4),
 negative training's loss, the reverse generator's policy (Liu et al. 2019, Eq. 1), the pipeline's candidate scores.
-Rows are right-padded; label -100 marks padding, whose log-probability is 0.
+Rows are right-padded; label -100 marks padding, whose log-probability is 0. An encoder-decoder reads the source
+and predicts the labels; a causal model reads source and reply as one sequence whose labels are -100 over the
+source (`pair_batch`), and its log-probabilities are returned aligned with those labels, so every caller reads both
+kinds alike.
 
 This module is copied next to saved models with the pipeline: it imports only torch and transformers.
 """
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Candidate rows scored per forward pass by `sequence_log_probs`: a 64 x 50-best list in one batch would need tens
 # of GiB of logits, and 128 rows scored fastest in benchmarks/mmi_rerank.py (2-core CPU, two runs: 256 and 512 were
@@ -42,6 +45,28 @@ def pad_ids(rows: Sequence[Sequence[int]], value: int, device) -> torch.LongTens
     ).to(device)
 
 
+def is_causal(model) -> bool:
+    """Whether `model` (or the model a DDP / Accelerate wrapper holds) reads history and reply as one sequence."""
+    config = getattr(model, "config", None) or model.module.config
+    return not getattr(config, "is_encoder_decoder", False)
+
+
+def pair_batch(
+    sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_token_id: int, causal: bool, device
+) -> dict[str, torch.Tensor]:
+    """(source, reply) id pairs as one right-padded batch: `input_ids`, `attention_mask` and `labels` (-100 on
+    padding). An encoder-decoder's `input_ids` are the sources and its labels the replies; a causal model's
+    `input_ids` are source + reply and its labels -100 over the source, so it learns and is scored on the reply only."""
+    if causal:
+        rows = [[*source, *target] for source, target in zip(sources, targets, strict=True)]
+        labels = [[-100] * len(source) + list(target) for source, target in zip(sources, targets, strict=True)]
+    else:
+        rows, labels = sources, targets
+    input_ids = pad_ids(rows, pad_token_id, device)
+    attention_mask = pad_ids([[1] * len(row) for row in rows], 0, device)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad_ids(labels, -100, device)}
+
+
 def token_log_probs(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
     """log P(y_t | ...) of every label from its logits, 0 where the label is -100. The vocabulary stays the
     contiguous last dimension (a cross-entropy over `logits.transpose(1, 2)` costs as much as the output layer)."""
@@ -51,19 +76,29 @@ def token_log_probs(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Ten
 
 def target_log_probs(
     model: PreTrainedModel,
-    input_ids: torch.LongTensor,
+    input_ids: torch.LongTensor | None,
     attention_mask: torch.Tensor,
     labels: torch.LongTensor,
     decoder_input_ids: torch.LongTensor | None = None,
     encoder_outputs=None,
     **model_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log P(y_t | y_<t, x) of every label by teacher forcing, and the logits. `labels` are right-padded with -100,
-    where the log-probability is 0. Differentiable: callers choose `torch.no_grad()` or not. The model gets the
-    decoder inputs rather than the labels, so it does not spend a second softmax on a loss nobody reads; pass
-    `decoder_input_ids` when `model` is wrapped (DDP) and cannot make them from the labels itself, and
-    `encoder_outputs` (with `input_ids=None`; `attention_mask` then covers them) when the source is already read.
-    `model_kwargs` go to the model as they are (e.g. a persona model's `speaker_ids`)."""
+    """log P(y_t | y_<t, x) of every label by teacher forcing, and the logits that predict each label. `labels` are
+    right-padded with -100, where the log-probability is 0. Differentiable: callers choose `torch.no_grad()` or not.
+    The model gets no labels, so it does not spend a second softmax on a loss nobody reads.
+
+    Encoder-decoder: `input_ids` is the source; pass `decoder_input_ids` when `model` is wrapped (DDP) and cannot
+    make them from the labels itself, and `encoder_outputs` (with `input_ids=None`; `attention_mask` then covers
+    them) when the source is already read. Causal model: `input_ids` is the whole sequence (`pair_batch`) and both
+    results have the labels' shape, position t scored by the logits of position t - 1 (position 0 has no
+    prediction: its label must be -100). `model_kwargs` go to the model as they are (a persona model's
+    `speaker_ids`, `inputs_embeds` with `input_ids=None`, a cache of the tokens before `input_ids`)."""
+    if is_causal(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, **model_kwargs).logits
+        if logits.shape[1] != labels.shape[1]:  # read after a cached prefix: the cache predicts the first label
+            raise ValueError(f"Got logits for {logits.shape[1]} positions and {labels.shape[1]} labels.")
+        logits = F.pad(logits[:, :-1], (0, 0, 1, 0))
+        return token_log_probs(logits, labels), logits
     if decoder_input_ids is None:
         decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
@@ -85,14 +120,15 @@ def sequence_log_probs(
 
     The pairs are batched in order of target length (then source length), so that a batch pads little: a 50-best
     list of replies to messages of very different lengths would otherwise spend most of the vocabulary softmax on
-    padding. Sums are taken in float64."""
-    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+    padding. Sums are taken in float64. Sources and targets are in `model`'s chat format (`encode_history`,
+    `encode_replies`); a causal model reads each pair as one sequence."""
+    causal, pad = is_causal(model), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(sources)), key=lambda row: (len(targets[row]), len(sources[row])))
     size = batch_size or len(sources)
     totals = torch.empty(len(sources), dtype=torch.float64)
     for start in range(0, len(order), size):
         rows = order[start : start + size]
-        batch = collator([{"input_ids": sources[row], "labels": targets[row]} for row in rows]).to(model.device)
+        batch = pair_batch([sources[row] for row in rows], [targets[row] for row in rows], pad, causal, model.device)
         extra = {}
         if speaker_ids is not None:
             extra["speaker_ids"] = torch.tensor([speaker_ids[row] for row in rows], device=model.device)

@@ -5,6 +5,7 @@ Vinyals & Le (2015) report it is exp(total negative log-likelihood / number of t
 the trainer sums both over the evaluation set (across processes) and logs `<prefix>_perplexity`.
 """
 
+import inspect
 import math
 from contextlib import contextmanager
 
@@ -33,14 +34,17 @@ def unpin_memory_on_cpu(args) -> None:
 
 
 class ConversationTrainer(Trainer):
-    """Trainer for the LSTM dialogue models; adds `eval_perplexity` (token-level, pads excluded) to evaluation,
-    and with `train_sampling_strategy="group_by_length"` buckets batches by *target* length."""
+    """Trainer for dialogue models of any backbone; adds `eval_perplexity` (token-level, pads excluded) to
+    evaluation, and with `train_sampling_strategy="group_by_length"` buckets batches by *target* length."""
 
     _evaluation_totals: torch.Tensor | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         unpin_memory_on_cpu(self.args)
+        # Our LSTM models can skip the logits when only the loss is asked (`return_logits=False`); others cannot.
+        accepts = "return_logits" in inspect.signature(self.model.forward).parameters
+        self.loss_only_kwargs = {"return_logits": False} if accepts else {}
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -58,7 +62,7 @@ class ConversationTrainer(Trainer):
         if self._evaluation_totals is None:
             if not return_outputs and self.label_smoother is None and "labels" in inputs:
                 # A training step needs the loss only: the output layer skips the padded positions.
-                inputs = {**inputs, "return_logits": False}
+                inputs = {**inputs, **self.loss_only_kwargs}
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs)
         logits, labels = outputs.logits, inputs["labels"]

@@ -12,16 +12,21 @@ would reward ungrammatical continuations, are scored by the seq2seq model alone.
     >>> processor = MMIAntiLMLogitsProcessor(language_model, model.config, lam=0.5, gamma=3)
     >>> model.generate(**inputs, num_beams=5, logits_processor=LogitsProcessorList([processor]))
 
-The processor works with the stock `generate()` under greedy decoding, sampling and beam search.
+The processor works with the stock `generate()` under greedy decoding, sampling and beam search, for any chatbot
+(encoder-decoder or causal) and any causal anti-LM over the same tokenizer: our `LSTMForCausalLM`, a GPT-2 or Llama
+trained on replies, or a causal chatbot itself reading the reply after an empty history
+(`prompt_ids=core.chat_format.empty_history_prompt(tokenizer)`), which gives p(T) without a second model.
 """
 
 import numbers
+from collections.abc import Sequence
 
 import torch
-from transformers import LogitsProcessor, PretrainedConfig
+from transformers import LogitsProcessor, PretrainedConfig, PreTrainedModel
 
 from ..core.checks import check_eval_mode, check_same_vocabulary, check_weight
-from ..models.lstm.modeling_lstm import CACHE_NAME, LSTMForCausalLM, LSTMState
+from ..core.scoring import is_causal
+from ..models.lstm.modeling_lstm import CACHE_NAME
 
 
 class MMIAntiLMLogitsProcessor(LogitsProcessor):
@@ -34,8 +39,9 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
     and `lam` means the same thing everywhere. From token `gamma + 1` on, and whenever `lam == 0`, `scores` are
     returned untouched and the language model is not run.
 
-    The language model reads `<s>` and then the generated tokens, keeping its own `LSTMState`: exactly one LM step
-    (one batched call over all rows) per generated token, for the first `gamma` tokens. `generate()` does not tell
+    The language model reads `prompt_ids` (default: its `<s>`) and then the generated tokens, keeping its own cache
+    (an `LSTMState`, a transformer's `DynamicCache`), never the chatbot's: exactly one LM step (one batched call over
+    all rows) per generated token, for the first `gamma` tokens. `generate()` does not tell
     processors how beam search reordered its rows, so each call finds every row's parent among the previous call's
     rows by matching the generated part of `input_ids[:, :-1]` and reorders the LM state accordingly; rows with equal
     generated prefixes have equal LM states, so any match is the right one.
@@ -46,20 +52,30 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
     therefore serve successive `generate()` calls; `reset()` forgets the state explicitly.
 
     Args:
-        language_model: the anti-LM p_LM(T), an `LSTMForCausalLM` over the chatbot's vocabulary, in eval mode.
+        language_model: the anti-LM p_LM(T), a causal LM over the chatbot's vocabulary, in eval mode.
         model_config: the chatbot's config, to check that both models share the vocabulary and special tokens.
         lam: weight lambda >= 0 of the LM penalty (0: plain decoding).
         gamma: number of leading generated tokens penalised (>= 1).
+        prompt_ids: what the LM reads before the reply (default: its `bos_token_id`, else its `eos_token_id`).
     """
 
-    def __init__(self, language_model: LSTMForCausalLM, model_config: PretrainedConfig, lam: float, gamma: int):
+    def __init__(self, language_model: PreTrainedModel, model_config: PretrainedConfig, lam: float, gamma: int,
+                 prompt_ids: Sequence[int] | None = None):
         self.lam = check_weight("lam", lam)
         if isinstance(gamma, bool) or not isinstance(gamma, numbers.Integral) or gamma < 1:
             raise ValueError(f"`gamma` (how many leading tokens are penalised) must be an integer >= 1, got {gamma!r}.")
         self.gamma = int(gamma)
+        if not is_causal(language_model):
+            raise TypeError(f"The anti-LM must be a causal language model, got a {type(language_model).__name__}.")
         check_same_vocabulary(model_config, language_model.config, "chatbot", "anti-LM")
         check_eval_mode(language_model, "anti-LM")
         self.language_model = language_model
+        if prompt_ids is None:
+            start = language_model.config.bos_token_id
+            prompt_ids = [language_model.config.eos_token_id if start is None else start]
+        if not prompt_ids:
+            raise ValueError("`prompt_ids` is empty: the anti-LM needs at least one token to predict the first from.")
+        self.prompt_ids = torch.tensor(list(prompt_ids), dtype=torch.long)
         self.reset()
 
     def reset(self) -> None:
@@ -67,7 +83,7 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
         self._prompt_length: int | None = None
         self._last_length: int | None = None
         self._generated: torch.LongTensor | None = None  # generated tokens of the previous call's rows
-        self._state: LSTMState | None = None  # LM state after reading `<s>` and those tokens
+        self._state = None  # the LM's cache after reading the prompt and those tokens
 
     def _parents(self, input_ids: torch.LongTensor) -> torch.LongTensor | None:
         """Index of each row's parent among the previous call's rows, or None if this call starts a new batch."""
@@ -101,14 +117,14 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
 
     @torch.no_grad()
     def _advance(self, input_ids: torch.LongTensor, parents: torch.LongTensor | None, position: int) -> torch.Tensor:
-        """One LM step for every row: read `<s>` (first token) or the newest generated token."""
+        """One LM step for every row: read the prompt (first token) or the newest generated token."""
         device = self.language_model.device
         if position == 0:
-            tokens = torch.full((input_ids.shape[0], 1), self.language_model.config.bos_token_id, device=device)
+            tokens = self.prompt_ids.to(device).expand(input_ids.shape[0], -1)
         else:
             self._state.reorder_cache(parents)
             tokens = input_ids[:, -1:].to(device)
-        output = self.language_model(input_ids=tokens, cache=self._state, use_cache=True)
+        output = self.language_model(input_ids=tokens, use_cache=True, **{CACHE_NAME: self._state})
         self._state = output[CACHE_NAME]
         self._generated = input_ids[:, self._prompt_length :].to(device)
         return output.logits[:, -1].float().log_softmax(dim=-1)

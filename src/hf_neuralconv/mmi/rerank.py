@@ -4,8 +4,10 @@ Beam search proposes an N-best list of replies R to a message M; each is rescore
 
     score(R) = log p(R|M, v) + lambda * log p(M|R) + gamma * |R|                    (Luan et al. 2017, Eq. 4)
 
-where p(R|M, v) is the chatbot (v: the responder's speaker vector, persona models only), p(M|R) a reverse
-seq2seq model trained on swapped (response -> message) pairs without speakers, and |R| the reply length in tokens.
+where p(R|M, v) is the chatbot (v: the responder's speaker vector, persona models only), p(M|R) a reverse model
+trained on swapped (response -> message) pairs without speakers, and |R| the reply length in tokens. Either model
+may be an encoder-decoder or a causal LM (each reads its input in its own chat format, `core.chat_format`), as long
+as both share the tokenizer.
 The best-scoring candidate is the answer. Weights are tuned for BLEU on a development set (`tuning.py`).
 
     >>> mmi_bidi_generate(model, reverse_model, tokenizer, [["hi", "how are you ?"]], lam=0.5, gamma=0.2)
@@ -14,13 +16,13 @@ The best-scoring candidate is the answer. Weights are tuned for BLEU on a develo
 Conventions (all scoring is batched: one padded forward pass per model over all candidates of all inputs):
 
 * log p(R|M, v) is recomputed with the chatbot as the un-normalised sum of the token log-probabilities of R
-  followed by `</s>`, the way the model was trained (`encode_target`). Beam scores are not reused: `generate()`
+  followed by `</s>`, the way the model was trained (`encode_replies`). Beam scores are not reused: `generate()`
   divides them by length**length_penalty, and they would double-count the length that gamma * |R| weighs.
-* The chatbot reads the history as in training (`source_text` over the message and up to `context_turns` earlier
-  turns, the last `max_source_length` tokens; defaults from the model directory's `data_config.json`).
-* The reverse model reads the reply as a one-turn source, `source_text([], R)`, and predicts the message M then
-  `</s>`: the examples this package builds from (source=response, target=message) pairs.
-* |R| counts the reply's tokens, `</s>` excluded.
+* The chatbot reads the history as in training (`encode_history` over the message and up to `context_turns`
+  earlier turns, the last `max_source_length` tokens; defaults from the model directory's `data_config.json`).
+* The reverse model reads the reply as a one-turn history and predicts the message M then `</s>`: the examples
+  this package builds from (source=response, target=message) pairs.
+* |R| counts the reply's tokens, special tokens excluded.
 * A candidate is the reply text as shown to the user; it is scored as the tokenizer encodes that text.
 """
 
@@ -28,12 +30,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..core.chat_format import MMI_CONFIG_KEY, EncodedHistories, encode_histories, reading_settings
+from ..core.chat_format import (
+    MMI_CONFIG_KEY,
+    EncodedHistories,
+    clean_text,
+    encode_histories,
+    encode_replies,
+    format_history,
+    generated_replies,
+    generation_inputs,
+    reading_settings,
+)
 from ..core.checks import check_eval_mode, check_same_vocabulary, check_weight
-from ..core.scoring import DEFAULT_SCORE_BATCH_SIZE, sequence_log_probs
-from ..data.tokenization import encode_source, encode_target, source_text
+from ..core.loading import load_model
+from ..core.scoring import DEFAULT_SCORE_BATCH_SIZE, is_causal, sequence_log_probs
 
 # Luan et al. (2017), Section 6.4, use B = 50 beams and at most 20 tokens; 10 beams keep CPU decoding quick.
 DEFAULT_NUM_BEAMS = 10
@@ -84,8 +96,9 @@ def score_nbest(
         raise ValueError("Every input needs at least one candidate reply.")
     owners = [index for index, texts in enumerate(candidates) for _ in texts]
     replies = [text for texts in candidates for text in texts]
-    reply_ids = encode_target(tokenizer, replies, None)
+    reply_ids = encode_replies(tokenizer, replies, is_causal(model))
     _, reverse_max_length = reading_settings(reverse_model, None, None)
+    reverse_causal = is_causal(reverse_model)
     forward = sequence_log_probs(
         model,
         tokenizer,
@@ -97,11 +110,12 @@ def score_nbest(
     reverse = sequence_log_probs(
         reverse_model,
         tokenizer,
-        encode_source(tokenizer, [source_text([], reply) for reply in replies], reverse_max_length),
-        encode_target(tokenizer, [encoded.messages[owner] for owner in owners], None),
+        [format_history(tokenizer, [clean_text(reply)], reverse_causal, reverse_max_length)[0] for reply in replies],
+        encode_replies(tokenizer, [encoded.messages[owner] for owner in owners], reverse_causal),
         batch_size=batch_size,
     )
-    lengths = torch.tensor([len(ids) - 1 for ids in reply_ids], dtype=forward.dtype)
+    words = tokenizer(replies, add_special_tokens=False)["input_ids"]
+    lengths = torch.tensor([len(ids) for ids in words], dtype=forward.dtype)
     result, start = [], 0
     for texts in candidates:
         rows = slice(start, start + len(texts))
@@ -145,7 +159,7 @@ def generate_nbest(
 ) -> list[list[str]]:
     """The beam-search N-best list of each input (all inputs in one `generate()` call), as distinct reply texts in
     beam order. `num_return_sequences` defaults to `num_beams`."""
-    batch = tokenizer.pad({"input_ids": encoded.sources}, return_tensors="pt").to(model.device)
+    batch = generation_inputs(model, tokenizer, encoded.sources)
     if encoded.speaker_ids is not None:
         generate_kwargs["speaker_ids"] = torch.tensor(encoded.speaker_ids, device=model.device)
     count = num_return_sequences or num_beams
@@ -158,7 +172,8 @@ def generate_nbest(
         do_sample=False,
         **generate_kwargs,
     )
-    texts = tokenizer.batch_decode(output, skip_special_tokens=True)
+    texts = tokenizer.batch_decode(generated_replies(model, output, batch["input_ids"].shape[1]),
+                                   skip_special_tokens=True)
     return [list(dict.fromkeys(texts[start : start + count])) for start in range(0, len(texts), count)]
 
 
@@ -208,7 +223,7 @@ def mmi_bidi_generate(
     default_length = model.generation_config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     max_new_tokens = setting(max_new_tokens, "max_new_tokens", default_length)
     if reverse_model is None:
-        reverse_model = AutoModelForSeq2SeqLM.from_pretrained(setting(None, "reverse_model")).to(model.device).eval()
+        reverse_model = load_model(setting(None, "reverse_model")).to(model.device)
     _check_models(model, reverse_model)
     encoded = encode_histories(model, tokenizer, histories, speaker_ids, context_turns, max_source_length)
     candidates = generate_nbest(

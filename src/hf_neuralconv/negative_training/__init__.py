@@ -7,12 +7,13 @@ from .attack import attack_model
 from .gibbs_enum import TriggerSearchResult, gibbs_enum
 from .hits import (
     TargetList,
+    TriggerFrame,
     input_threshold,
     load_targets,
     output_threshold,
     read_trigger_pairs,
     score_pairs,
-    trigger_prefix,
+    trigger_frame,
     write_trigger_pairs,
 )
 from .train import train_negative
@@ -34,6 +35,7 @@ __all__ = [
     "read_trigger_pairs",
     "score_pairs",
     "train_negative",
-    "trigger_prefix",
+    "TriggerFrame",
+    "trigger_frame",
     "write_trigger_pairs",
 ]

@@ -1,5 +1,5 @@
-"""gibbs-enum: white-box search for trigger inputs that make a seq2seq model say a target (He & Glass 2020,
-Appendix A, Algorithm 3; He & Glass 2019).
+"""gibbs-enum: white-box search for trigger inputs that make a chatbot say a target (He & Glass 2020, Appendix A,
+Algorithm 3; He & Glass 2019), on any backbone: our LSTM, any encoder-decoder, any causal LM.
 
 For a target y of m tokens (`</s>` included) gibbs-enum looks for a trigger x of n words minimising
 
@@ -12,15 +12,22 @@ Sweeps over the n positions repeat until one brings no improvement, at most T ti
 (for io hits: samples of the input LM) are run and the best trigger is returned. Paper settings: n <= 15,
 G = 100, T = 5, R = 5, lambda_in = 1 for io hits and 0 otherwise.
 
+The trigger is the user message of a one-message chat in the model's chat format (`hits.TriggerFrame`: what the
+model reads before and after it); a causal model reads the target after it in the same sequence.
+
 Batching: the R restarts of `targets_per_batch` targets are searched together; the G candidates of one position
 of all of them are scored in one forward pass (`targets_per_batch * R * G` rows), so `targets_per_batch` trades
-memory for speed. A candidate differs from its trigger at position t only, so a left-to-right LSTM encoder reads
-the words before t once per trigger (`EncodedPrefix`), and the gradient pass and the G candidates read on from
-there: on average half the encoder's work. The gradient with respect to the one-hot x_t is E x dL/de_t (e_t the
-embedding of x_t, E the embedding matrix), plus, through the LM, the log-probability the LM gives each word at t.
-Special tokens are never candidates, nor is the current word.
+memory for speed. A candidate differs from its trigger at position t only, so the tokens before t are read once
+per trigger where the backbone reads left to right: a left-to-right LSTM encoder's outputs and state
+(`EncodedPrefix`), a causal model's key/value cache or LSTM state (`CachedPrefix`); the gradient pass and the G
+candidates read on from there. Bidirectional encoders (BART, T5, ours with `bidirectional_encoder`) read whole
+sources. The gradient with respect to the one-hot x_t is E x dL/de_t (e_t the input embedding of x_t, E the
+embedding module's output for every token, so a scaled embedding such as BART's counts its scale), plus, through
+the LM, the log-probability the LM gives each word at t. Only tokens a user can type are candidates
+(`hits.trigger_vocabulary`: never a special token), and never the current word.
 """
 
+import copy
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,26 +41,58 @@ from ..core.checks import check_eval_mode, check_same_vocabulary
 from ..core.scoring import pad_ids, target_log_probs
 from ..metrics.hit_criteria import PairScores
 from ..models.lstm.modeling_lstm import CACHE_NAME, LSTMEncoder, LSTMEncoderOutput
-from .hits import input_log_probs, score_pairs, trigger_prefix, trigger_vocabulary
+from .hits import TriggerFrame, input_log_probs, score_pairs, trigger_frame, trigger_vocabulary
 
 
 @contextmanager
-def embedding_leaf(embedding: nn.Embedding, only_for: torch.Tensor | None = None):
-    """While active, the output of `embedding` (for the ids tensor `only_for`, or any) is replaced by a detached
-    copy that requires grad; the copies are collected in the yielded list, for `torch.autograd.grad`."""
+def embedding_leaf(embedding: nn.Module):
+    """While active, the first output of `embedding` (the source's: an encoder runs before its decoder, and a
+    causal model embeds its input once) is replaced by a detached copy that requires grad, collected in the yielded
+    list for `torch.autograd.grad`."""
     leaves = []
 
     def hook(module, args, output):
-        if only_for is None or args[0] is only_for:
-            leaves.append(output.detach().requires_grad_(True))
-            return leaves[-1]
-        return None
+        if leaves:
+            return None
+        leaves.append(output.detach().requires_grad_(True))
+        return leaves[-1]
 
     handle = embedding.register_forward_hook(hook)
     try:
         yield leaves
     finally:
         handle.remove()
+
+
+def source_embedding(model: PreTrainedModel) -> nn.Module:
+    """The module that embeds the source: an encoder-decoder's encoder embedding (BART's encoder has its own module
+    over the shared weights), a causal model's input embedding."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        encoder = model.get_encoder()
+        if hasattr(encoder, "get_input_embeddings"):
+            return encoder.get_input_embeddings()
+    return model.get_input_embeddings()
+
+
+@torch.no_grad()
+def embedding_matrix(model: PreTrainedModel) -> torch.Tensor:
+    """What the source embedding module gives for every token id (its weight times a scale where it has one)."""
+    embedding = source_embedding(model)
+    return embedding(torch.arange(embedding.weight.size(0), device=embedding.weight.device)).float()
+
+
+@dataclass
+class CachedPrefix:
+    """A causal model's cache (key/values, or our LSTM LM's state) after the first `length` tokens of some rows."""
+
+    cache: object
+    length: int
+
+    def rows(self, index: torch.LongTensor) -> "CachedPrefix":
+        """A fresh cache of rows `index` (a forward pass extends the cache it is given)."""
+        cache = copy.deepcopy(self.cache)
+        cache.reorder_cache(index)
+        return CachedPrefix(cache, self.length)
 
 
 @dataclass
@@ -75,24 +114,38 @@ class EncodedPrefix:
 
 
 @torch.no_grad()
-def encode_prefix(model: PreTrainedModel, prefix: torch.LongTensor, triggers: torch.LongTensor,
-                  position: int) -> EncodedPrefix | None:
-    """The encoder's reading of `prefix` and the words of `triggers` before `position` (none of them changes while
-    position `position` is searched); None where that cannot be shared: an empty reading, or an encoder that does
-    not read left to right (bidirectional, or not an `LSTMEncoder`)."""
-    encoder = model.get_encoder()
-    if prefix.numel() + position == 0 or not isinstance(encoder, LSTMEncoder) or encoder.config.bidirectional_encoder:
+def encode_prefix(model: PreTrainedModel, frame: TriggerFrame, triggers: torch.LongTensor,
+                  position: int) -> EncodedPrefix | CachedPrefix | None:
+    """The model's reading of what comes before the trigger and the words of `triggers` before `position` (none of
+    them changes while position `position` is searched); None where that cannot be shared: an empty reading, or an
+    encoder that does not read left to right (bidirectional, or a transformer encoder)."""
+    before = torch.tensor(frame.before, dtype=torch.long, device=triggers.device).expand(triggers.size(0), -1)
+    read = torch.cat([before, triggers[:, :position]], dim=1)
+    if read.size(1) == 0:
         return None
-    read = encoder(torch.cat([prefix.expand(triggers.size(0), -1), triggers[:, :position]], dim=1))
-    return EncodedPrefix(read.last_hidden_state, read.final_hidden.transpose(0, 1).contiguous(),
-                         read.final_cell.transpose(0, 1).contiguous())
+    if frame.causal:
+        return CachedPrefix(model(input_ids=read, use_cache=True)[CACHE_NAME], read.size(1))
+    encoder = model.get_encoder()
+    if not isinstance(encoder, LSTMEncoder) or encoder.config.bidirectional_encoder:
+        return None
+    output = encoder(read)
+    return EncodedPrefix(output.last_hidden_state, output.final_hidden.transpose(0, 1).contiguous(),
+                         output.final_cell.transpose(0, 1).contiguous())
 
 
-def output_loss(model: PreTrainedModel, sources: torch.LongTensor, labels: torch.LongTensor,
-                encoded: EncodedPrefix | None = None) -> torch.Tensor:
+def output_loss(model: PreTrainedModel, sources: torch.LongTensor, labels: torch.LongTensor, causal: bool,
+                encoded: EncodedPrefix | CachedPrefix | None = None) -> torch.Tensor:
     """-(1/m) sum_t log P(y_t | y_<t, x), Eq. 7's first term, per row. `sources` are whole sources, or with
-    `encoded` (one reading per row) the tokens after the encoded ones."""
-    if encoded is None:
+    `encoded` (one reading per row) the tokens after the read ones; a causal model reads the target after them."""
+    if causal:
+        targets = labels.masked_fill(labels.eq(-100), model.config.eos_token_id)
+        causal_labels = torch.cat([labels.new_full(sources.shape, -100), labels], dim=1)
+        input_ids = torch.cat([sources, targets], dim=1)
+        cache = {} if encoded is None else {CACHE_NAME: encoded.cache}
+        read = input_ids.size(1) + (0 if encoded is None else encoded.length)
+        log_probs, _ = target_log_probs(model, input_ids, input_ids.new_ones(input_ids.size(0), read), causal_labels,
+                                        **cache)
+    elif encoded is None:
         log_probs, _ = target_log_probs(model, sources, torch.ones_like(sources), labels)
     else:
         rest = model.get_encoder()(sources, initial_state=(encoded.hidden, encoded.cell))
@@ -103,24 +156,27 @@ def output_loss(model: PreTrainedModel, sources: torch.LongTensor, labels: torch
     return -log_probs.sum(dim=1) / labels.ne(-100).sum(dim=1)
 
 
-def _unread(prefix: torch.LongTensor, triggers: torch.LongTensor, encoded: EncodedPrefix | None) -> torch.LongTensor:
-    sources = torch.cat([prefix.expand(triggers.size(0), -1), triggers], dim=1)
+def _unread(frame: TriggerFrame, triggers: torch.LongTensor, encoded) -> torch.LongTensor:
+    rows = triggers.size(0)
+    before, after = (torch.tensor(part, dtype=torch.long, device=triggers.device).expand(rows, -1)
+                     for part in (frame.before, frame.after))
+    sources = torch.cat([before, triggers, after], dim=1)
     return sources if encoded is None else sources[:, encoded.length :]
 
 
 def trigger_loss(
     model: PreTrainedModel,
-    prefix: torch.LongTensor,
+    frame: TriggerFrame,
     triggers: torch.LongTensor,
     labels: torch.LongTensor,
     input_lm: PreTrainedModel | None = None,
     lambda_in: float = 0.0,
-    encoded: EncodedPrefix | None = None,
+    encoded: EncodedPrefix | CachedPrefix | None = None,
 ) -> torch.Tensor:
-    """L(x; y) of Eq. 7 for every row of `triggers` (equal-length word ids) and `labels` (targets with `</s>`,
+    """L(x; y) of Eq. 7 for every row of `triggers` (equal-length token ids) and `labels` (targets with `</s>`,
     right-padded with -100): one forward pass of the model (reading on from `encoded`, one reading per row, when
     given), and of the input LM when `lambda_in` > 0."""
-    loss = output_loss(model, _unread(prefix, triggers, encoded), labels, encoded)
+    loss = output_loss(model, _unread(frame, triggers, encoded), labels, frame.causal, encoded)
     if lambda_in:
         lengths = torch.full((triggers.size(0),), triggers.size(1), device=triggers.device)
         lm_log_probs, _ = input_log_probs(input_lm, triggers, lengths)
@@ -130,21 +186,27 @@ def trigger_loss(
 
 def candidate_scores(
     model: PreTrainedModel,
-    prefix: torch.LongTensor,
+    frame: TriggerFrame,
     triggers: torch.LongTensor,
     labels: torch.LongTensor,
     position: int,
     input_lm: PreTrainedModel | None = None,
     lambda_in: float = 0.0,
-    encoded: EncodedPrefix | None = None,
+    encoded: EncodedPrefix | CachedPrefix | None = None,
+    embeddings: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient of -L(x; y) with respect to the one-hot word at `position` of each trigger (Eq. 10), shape
     (rows, vocabulary), and L itself; one forward and backward pass for all rows (from `encoded`, the reading of
-    the tokens before `position`, when given), model weights untouched."""
-    sources = _unread(prefix, triggers, encoded)
+    the tokens before `position`, when given), model weights untouched. `embeddings`: the `embedding_matrix` of
+    the model and of the input LM, when the caller keeps them."""
+    if embeddings is None:
+        embeddings = (embedding_matrix(model), embedding_matrix(input_lm) if lambda_in else None)
+    sources = _unread(frame, triggers, encoded)
     with torch.enable_grad():
-        with embedding_leaf(model.get_input_embeddings(), only_for=sources) as source_embeddings:
-            loss = output_loss(model, sources, labels, encoded)
+        if encoded is not None and frame.causal:
+            encoded = encoded.rows(torch.arange(triggers.size(0), device=triggers.device))  # keep the original
+        with embedding_leaf(source_embedding(model)) as source_embeddings:
+            loss = output_loss(model, sources, labels, frame.causal, encoded)
         leaves = [source_embeddings[0]]
         if lambda_in:
             lengths = torch.full((triggers.size(0),), triggers.size(1), device=triggers.device)
@@ -155,10 +217,10 @@ def candidate_scores(
         gradients = torch.autograd.grad(loss.sum(), leaves)
     # d(-L)/d onehot[v] = -E[v] . dL/de: the source word sits after the prefix (in what is read after `encoded`);
     # the LM reads it after <s>.
-    word_index = prefix.numel() + position - (0 if encoded is None else encoded.length)
-    scores = -gradients[0][:, word_index] @ model.get_input_embeddings().weight.T
+    word_index = len(frame.before) + position - (0 if encoded is None else encoded.length)
+    scores = -gradients[0][:, word_index].float() @ embeddings[0].T
     if lambda_in:
-        scores -= gradients[1][:, position + 1] @ input_lm.get_input_embeddings().weight.T
+        scores -= gradients[1][:, position + 1].float() @ embeddings[1].T
         # x_t is also the word the LM predicts at t: log P_LM(x_t | x_<t) is linear in the one-hot.
         scores += lambda_in / (triggers.size(1) + 1) * lm_distributions[:, position].detach()
     return scores.float(), loss.detach()
@@ -168,14 +230,17 @@ def candidate_scores(
 def sample_triggers(
     input_lm: PreTrainedModel, count: int, length: int, allowed: torch.LongTensor, generator: torch.Generator
 ) -> torch.LongTensor:
-    """`count` triggers of `length` words sampled from the input LM after `<s>`, special tokens excluded."""
+    """`count` triggers of `length` tokens sampled from the input LM after `<s>` (its start token, as
+    `hits.input_log_probs` reads), from the `allowed` tokens only."""
     device = input_lm.device
     banned = torch.ones(input_lm.config.vocab_size, dtype=torch.bool, device=device)
     banned[allowed.to(device)] = False
-    tokens = torch.full((count, 1), input_lm.config.bos_token_id, device=device)
+    config = input_lm.config
+    tokens = torch.full((count, 1), config.eos_token_id if config.bos_token_id is None else config.bos_token_id,
+                        device=device)
     state, words = None, []
     for _ in range(length):
-        output = input_lm(input_ids=tokens, cache=state, use_cache=True)
+        output = input_lm(input_ids=tokens, use_cache=True, **{CACHE_NAME: state})
         state = output[CACHE_NAME]
         probabilities = output.logits[:, -1].float().masked_fill(banned, -torch.inf).softmax(dim=-1)
         tokens = torch.multinomial(probabilities.cpu(), 1, generator=generator).to(device)
@@ -185,8 +250,8 @@ def sample_triggers(
 
 @dataclass
 class TriggerSearchResult:
-    """The best trigger found for each target (word ids, without the `<user>` prefix), its loss L(x*; y) of
-    Eq. 7 and the scores the hit criteria read."""
+    """The best trigger found for each target (token ids of the user message, without the chat format around it),
+    its loss L(x*; y) of Eq. 7 and the scores the hit criteria read."""
 
     triggers: list[list[int]]
     losses: torch.Tensor
@@ -217,16 +282,17 @@ def gibbs_enum(
         num_candidates: G, the words tried per position, chosen by the gradient.
         max_sweeps: T, sweeps over the positions at most (a restart stops after a sweep without improvement).
         num_restarts: random initialisations per target; the best result is kept.
-        input_lm: the LSTM LM over the model's vocabulary: needed for `lambda_in` > 0 or `init_from_lm`, and then
+        input_lm: a causal LM over the model's vocabulary: needed for `lambda_in` > 0 or `init_from_lm`, and then
             also scores the found triggers (`scores.input_log_likelihood`).
         lambda_in: weight of the LM regulariser R(x) (paper: 1 when searching for io hits, else 0).
         init_from_lm: start from LM samples (paper: for io hits) instead of uniformly drawn words.
         targets_per_batch: targets searched together (memory: `targets_per_batch * num_restarts * G` rows).
         candidate_batch_size: rows of candidates per forward pass (default: all of a position in one pass; 1 scores
             the candidates one by one).
-        reuse_prefix: read the words before the changed position once per trigger, for its gradient pass and all
-            its candidates (left-to-right LSTM encoders; others always read whole sources). False reads every
-            candidate whole: with `candidate_batch_size=1`, the naive reference of `benchmarks/negative_training.py`.
+        reuse_prefix: read the tokens before the changed position once per trigger, for its gradient pass and all
+            its candidates (causal models and left-to-right LSTM encoders; bidirectional encoders always read
+            whole sources). False reads every candidate whole: with `candidate_batch_size=1`, the naive reference
+            of `benchmarks/negative_training.py`.
         seed: seeds the initialisations; the search is otherwise deterministic.
         progress: show a tqdm bar over the targets.
     """
@@ -253,7 +319,8 @@ def gibbs_enum(
     num_candidates = min(num_candidates, len(allowed) - 1)
     banned = torch.ones(model.config.vocab_size, dtype=torch.bool, device=device)
     banned[allowed] = False
-    prefix = torch.tensor(trigger_prefix(tokenizer), device=device)
+    frame = trigger_frame(model, tokenizer)
+    embeddings = (embedding_matrix(model), embedding_matrix(input_lm) if lambda_in else None)
     generator = torch.Generator().manual_seed(seed)
     found, losses = [], []
     with tqdm(total=len(targets), desc="gibbs-enum", disable=not progress) as bar:
@@ -265,20 +332,20 @@ def gibbs_enum(
             else:
                 draws = torch.randint(len(allowed), (labels.size(0), trigger_length), generator=generator)
                 triggers = allowed[draws.to(device)]
-            loss = _search(model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned,
-                           candidate_batch_size, reuse_prefix)
+            loss = _search(model, frame, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned,
+                           candidate_batch_size, reuse_prefix, embeddings)
             best = loss.view(len(chunk), num_restarts).argmin(dim=1)
             rows = torch.arange(len(chunk), device=device) * num_restarts + best
             found += triggers[rows].tolist()
             losses.append(loss[rows].cpu())
             bar.update(len(chunk))
-    scores = score_pairs(model, prefix.tolist(), found, targets, input_lm, batch_size=targets_per_batch * num_restarts)
+    scores = score_pairs(model, frame, found, targets, input_lm, batch_size=targets_per_batch * num_restarts)
     return TriggerSearchResult(found, torch.cat(losses), scores)
 
 
 def _search(
-    model, prefix, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned, candidate_batch_size,
-    reuse_prefix,
+    model, frame, triggers, labels, input_lm, lambda_in, num_candidates, max_sweeps, banned, candidate_batch_size,
+    reuse_prefix, embeddings,
 ) -> torch.Tensor:
     """Coordinate descent of Algorithm 3 on all rows at once, `triggers` updated in place; returns L per row."""
     rows, length = triggers.shape
@@ -289,9 +356,9 @@ def _search(
         for position in range(length):
             index = active.nonzero().squeeze(1)
             current = triggers[index]
-            encoded = encode_prefix(model, prefix, current, position) if reuse_prefix else None
+            encoded = encode_prefix(model, frame, current, position) if reuse_prefix else None
             scores, loss[index] = candidate_scores(
-                model, prefix, current, labels[index], position, input_lm, lambda_in, encoded
+                model, frame, current, labels[index], position, input_lm, lambda_in, encoded, embeddings
             )
             scores = scores.masked_fill(banned, -torch.inf)
             scores.scatter_(1, current[:, position : position + 1], -torch.inf)  # trying the current word is moot
@@ -303,7 +370,7 @@ def _search(
             chunk = candidate_batch_size or len(candidates)
             with torch.no_grad():
                 candidate_loss = torch.cat([
-                    trigger_loss(model, prefix, candidates[start : start + chunk],
+                    trigger_loss(model, frame, candidates[start : start + chunk],
                                  candidate_labels[start : start + chunk], input_lm, lambda_in,
                                  None if encoded is None else encoded.rows(owners[start : start + chunk]))
                     for start in range(0, len(candidates), chunk)

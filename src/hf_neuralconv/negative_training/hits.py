@@ -16,11 +16,13 @@ LSTM LM's on test inputs (paper, Appendix C: on Ubuntu T_out = -4.08, T_in = -4.
 
 Conventions:
 
-* A trigger is one user message: the model reads it as `source_text([], trigger)`, i.e. the actor token
-  `<user>` (`trigger_prefix`) followed by the trigger's words.
-* The input LM (`LSTMForCausalLM`, trained on single sentences) reads `<s> x_1 .. x_n` and the trigger's
-  log-likelihood averages log P_LM(x_t | x_<t) over its n words and the closing `</s>`, the same way T_in
-  averages over test sentences (Eq. 8 of the paper writes the n word terms; a trigger is a complete message).
+* A trigger is one user message, tokens of the model's tokenizer: the model reads it in its chat format,
+  `before + trigger + after` (`TriggerFrame`, from `core.chat_format.message_frame`: our `<user>` actor token, a
+  chat template's header, BART's `<s>` ... `</s>`); a causal model then reads the target in the same sequence.
+* The input LM (any causal LM over the same tokenizer, e.g. an `LSTMForCausalLM` trained on single sentences)
+  reads `<s> x_1 .. x_n` (its `bos_token_id`, else its `eos_token_id`, first) and the trigger's log-likelihood
+  averages log P_LM(x_t | x_<t) over its n tokens and the closing `</s>`, the same way T_in averages over test
+  sentences (Eq. 8 of the paper writes the n word terms; a trigger is a complete message).
 * Every function scores many pairs in one padded forward pass (or in chunks of `batch_size` rows).
 
 Malicious target lists are read with `load_targets`; (trigger, target) pairs are exchanged as JSONL rows
@@ -37,11 +39,11 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..core.scoring import pad_ids, target_log_probs
+from ..core.chat_format import encode_replies, message_frame
+from ..core.scoring import is_causal, pad_ids, pair_batch, target_log_probs
 from ..data.dialogue import read_utf8_text
 from ..data.jsonl import read_text_pairs, write_jsonl
 from ..data.resources import resolve_data_path, shipped_files
-from ..data.tokenization import encode_target, source_text
 from ..metrics.hit_criteria import PairScores
 
 logger = logging.getLogger(__name__)
@@ -51,15 +53,41 @@ logger = logging.getLogger(__name__)
 _CONTRACTION = re.compile(r" (n't|'(?:m|s|re|ll|ve|d))\b")
 
 
-def trigger_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The ids the model reads before a one-message input: `source_text([], message)` without the message."""
-    return tokenizer(source_text([], ""), add_special_tokens=False)["input_ids"]
+@dataclass(frozen=True)
+class TriggerFrame:
+    """What a model reads around a one-message trigger (`core.chat_format.message_frame`), and whether the target
+    follows in the same sequence (a causal model) or is the decoder's (an encoder-decoder)."""
+
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    causal: bool
+
+    def source(self, trigger: Sequence[int]) -> list[int]:
+        """The model's input ids for `trigger`."""
+        return [*self.before, *trigger, *self.after]
+
+
+def trigger_frame(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> TriggerFrame:
+    """The `TriggerFrame` of `model` with `tokenizer`."""
+    causal = is_causal(model)
+    before, after = message_frame(tokenizer, causal)
+    return TriggerFrame(tuple(before), tuple(after), causal)
 
 
 def trigger_vocabulary(tokenizer: PreTrainedTokenizerBase) -> torch.LongTensor:
-    """Ids a trigger may use: every token except the special ones (`<pad>`, `<s>`, `</s>`, `<unk>`, actor tokens)."""
+    """Ids a trigger may use: tokens a user can type. Special tokens (`<pad>`, `</s>`, `<unk>`, actor tokens, a
+    chat template's markers) never are; nor is a token that does not decode to printable text encoding back to
+    itself (a byte-level BPE's lone byte of a multi-byte character, a piece that only exists inside a word)."""
     special = set(tokenizer.all_special_ids)
-    return torch.tensor([index for index in range(len(tokenizer)) if index not in special])
+    candidates = [index for index in range(len(tokenizer)) if index not in special]
+    texts = tokenizer.batch_decode([[index] for index in candidates], clean_up_tokenization_spaces=False)
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return torch.tensor([index for index, text, ids in zip(candidates, texts, encoded, strict=True)
+                         if text.strip() and text.isprintable() and ids == [index]])
+
+
+def _start_token(config) -> int:
+    return config.eos_token_id if config.bos_token_id is None else config.bos_token_id
 
 
 def input_log_probs(language_model: PreTrainedModel, trigger_ids: torch.LongTensor, lengths: torch.LongTensor):
@@ -68,9 +96,9 @@ def input_log_probs(language_model: PreTrainedModel, trigger_ids: torch.LongTens
     config = language_model.config
     rows = trigger_ids.size(0)
     positions = torch.arange(trigger_ids.size(1) + 1, device=trigger_ids.device)
-    targets = torch.cat([trigger_ids, trigger_ids.new_full((rows, 1), config.pad_token_id)], dim=1)
+    targets = torch.cat([trigger_ids, trigger_ids.new_full((rows, 1), config.eos_token_id)], dim=1)
     targets = targets.scatter(1, lengths[:, None], config.eos_token_id)
-    inputs = torch.cat([trigger_ids.new_full((rows, 1), config.bos_token_id), targets[:, :-1]], dim=1)
+    inputs = torch.cat([trigger_ids.new_full((rows, 1), _start_token(config)), targets[:, :-1]], dim=1)
     log_distributions = language_model(input_ids=inputs).logits.float().log_softmax(dim=-1)
     log_probs = log_distributions.gather(-1, targets[..., None]).squeeze(-1)
     return log_probs.masked_fill(positions[None, :] > lengths[:, None], 0.0), log_distributions
@@ -79,14 +107,14 @@ def input_log_probs(language_model: PreTrainedModel, trigger_ids: torch.LongTens
 @torch.no_grad()
 def score_pairs(
     model: PreTrainedModel,
-    prefix: Sequence[int],
+    frame: TriggerFrame,
     triggers: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
     input_lm: PreTrainedModel | None = None,
     batch_size: int | None = None,
 ) -> PairScores:
-    """Scores of (trigger, target) pairs: triggers are word ids (the model reads `prefix` + trigger), targets end
-    with `</s>`. All pairs in one padded forward pass per model, or chunks of `batch_size` pairs."""
+    """Scores of (trigger, target) pairs: triggers are token ids (the model reads them in `frame`), targets end
+    with `</s>` (`encode_replies`). All pairs in one padded forward pass per model, or chunks of `batch_size`."""
     if len(triggers) != len(targets):
         raise ValueError(f"Got {len(triggers)} triggers for {len(targets)} targets.")
     if any(len(trigger) == 0 for trigger in triggers):
@@ -94,14 +122,13 @@ def score_pairs(
     if not triggers:
         raise ValueError("No (trigger, target) pairs to score.")
     size = batch_size or len(triggers)
-    pad = model.config.pad_token_id
     parts = []
     for start in range(0, len(triggers), size):
         chunk = slice(start, start + size)
-        sources = pad_ids([[*prefix, *trigger] for trigger in triggers[chunk]], pad, model.device)
-        labels = pad_ids(targets[chunk], -100, model.device)
-        log_probs, logits = target_log_probs(model, sources, sources.ne(pad).long(), labels)
-        part = output_scores(log_probs, logits, labels)
+        batch = pair_batch([frame.source(trigger) for trigger in triggers[chunk]], targets[chunk],
+                           _pad_token(model.config), frame.causal, model.device)
+        log_probs, logits = target_log_probs(model, **batch)
+        part = output_scores(log_probs, logits, batch["labels"])
         if input_lm is not None:
             part.append(trigger_log_likelihoods(input_lm, triggers[chunk]))
         parts.append([value.cpu() for value in part])
@@ -125,9 +152,14 @@ def trigger_log_likelihoods(language_model: PreTrainedModel, triggers: Sequence[
     """The input LM's average word log-likelihood of each trigger (word ids), `</s>` included: what io hits compare
     with T_in. One padded forward pass."""
     lengths = torch.tensor([len(row) for row in triggers], device=language_model.device)
-    ids = pad_ids(triggers, language_model.config.pad_token_id, language_model.device)
+    ids = pad_ids(triggers, _pad_token(language_model.config), language_model.device)
     log_probs, _ = input_log_probs(language_model, ids, lengths)
     return log_probs.sum(dim=1) / (lengths + 1)
+
+
+def _pad_token(config) -> int:
+    """The id padding is written with (masked or labelled -100 wherever it is read): GPT-2 has no pad token."""
+    return config.eos_token_id if config.pad_token_id is None else config.pad_token_id
 
 
 @torch.no_grad()
@@ -137,18 +169,17 @@ def output_threshold(
     targets: Sequence[Sequence[int]],
     batch_size: int = 64,
 ) -> float:
-    """T_out: the model's average word log-likelihood on test pairs (source ids, target ids ending with `</s>`),
-    i.e. total log-likelihood / number of target tokens = -log(test perplexity)."""
+    """T_out: the model's average word log-likelihood on test pairs (source ids in the model's chat format, target
+    ids ending with `</s>`), i.e. total log-likelihood / number of target tokens = -log(test perplexity)."""
     if not sources or len(sources) != len(targets):
         raise ValueError(f"Need as many sources as targets, at least one; got {len(sources)} and {len(targets)}.")
     total, tokens = 0.0, 0
     for start in range(0, len(sources), batch_size):
         chunk = slice(start, start + batch_size)
-        input_ids = pad_ids(sources[chunk], model.config.pad_token_id, model.device)
-        labels = pad_ids(targets[chunk], -100, model.device)
-        log_probs, _ = target_log_probs(model, input_ids, input_ids.ne(model.config.pad_token_id).long(), labels)
+        batch = pair_batch(sources[chunk], targets[chunk], _pad_token(model.config), is_causal(model), model.device)
+        log_probs, _ = target_log_probs(model, **batch)
         total += log_probs.double().sum().item()
-        tokens += int(labels.ne(-100).sum())
+        tokens += int(batch["labels"].ne(-100).sum())
     return total / tokens
 
 
@@ -163,7 +194,7 @@ def input_threshold(language_model: PreTrainedModel, sentences: Sequence[Sequenc
     for start in range(0, len(sentences), batch_size):
         rows = sentences[start : start + batch_size]
         lengths = torch.tensor([len(row) for row in rows], device=language_model.device)
-        ids = pad_ids(rows, language_model.config.pad_token_id, language_model.device)
+        ids = pad_ids(rows, _pad_token(language_model.config), language_model.device)
         log_probs, _ = input_log_probs(language_model, ids, lengths)
         total += log_probs.double().sum().item()
         tokens += int(lengths.sum()) + len(rows)
@@ -179,12 +210,14 @@ class TargetList:
     skipped: list[str]
 
 
-def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int | None = 20) -> TargetList:
+def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int | None = 20,
+                 causal: bool = False) -> TargetList:
     """Read a target list (one lowercased, space-tokenised target a line, as the paper's lists shipped as
     `package:malicious_targets/*.txt`).
 
     Blank lines are ignored; targets made only of words the tokenizer does not know are skipped, counted and
-    reported (a target of `<unk>`s says nothing). `max_length` caps the ids, `</s>` included (paper: 20).
+    reported (a target of `<unk>`s says nothing). `max_length` caps the ids, `</s>` included (paper: 20); the ids
+    are the replies of an encoder-decoder or (`causal`) a causal model (`encode_replies`).
     """
     path = resolve_data_path(path)
     if not path.is_file():
@@ -195,8 +228,9 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
     if not texts:
         raise ValueError(f"{path}: the target list is empty (one target sentence a line).")
     kept, ids, skipped = [], [], []
-    for text, row in zip(texts, encode_target(tokenizer, texts, max_length)):
-        if all(token == tokenizer.unk_token_id for token in row[:-1]):
+    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    for text, row in zip(texts, encode_replies(tokenizer, texts, causal, max_length)):
+        if all(token == tokenizer.unk_token_id for token in row if token not in special):
             skipped.append(text)
         else:
             kept.append(text)
@@ -209,12 +243,13 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
     return TargetList(kept, ids, skipped)
 
 
-def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> tuple[list[list[int]], list[list[int]]]:
-    """(trigger ids, target ids ending with `</s>`) from a JSONL file of `{"trigger": str, "target": str}` rows."""
+def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase,
+                       causal: bool = False) -> tuple[list[list[int]], list[list[int]]]:
+    """(trigger ids, target ids ending with `</s>`) from a JSONL file of `{"trigger": str, "target": str}` rows;
+    the targets as replies of an encoder-decoder or (`causal`) a causal model."""
     rows = read_text_pairs(path, ("trigger", "target"))
     triggers = [tokenizer(row["trigger"], add_special_tokens=False)["input_ids"] for row in rows]
-    targets = [encode_target(tokenizer, [row["target"]], None)[0] for row in rows]
-    return triggers, targets
+    return triggers, encode_replies(tokenizer, [row["target"] for row in rows], causal)
 
 
 def write_trigger_pairs(
@@ -224,13 +259,13 @@ def write_trigger_pairs(
     targets: Sequence[Sequence[int]],
     extra: Sequence[dict] | None = None,
 ) -> None:
-    """Write pairs as JSONL rows `{"trigger", "target", **extra}`; texts are the tokens joined by spaces (so that
-    `read_trigger_pairs` gives back the same ids) and the target's `</s>` is left out."""
-    eos = tokenizer.eos_token_id
+    """Write pairs as JSONL rows `{"trigger", "target", **extra}`, the texts decoded without special tokens: what a
+    user would type. `read_trigger_pairs` encodes them again (with a word tokenizer into the same ids; a subword
+    tokenizer may split the text of a token sequence differently, and then the typed text is what is scored)."""
     write_jsonl(path, (
         {
-            "trigger": " ".join(tokenizer.convert_ids_to_tokens(list(trigger))),
-            "target": " ".join(tokenizer.convert_ids_to_tokens([token for token in target if token != eos])),
+            "trigger": tokenizer.decode(list(trigger), skip_special_tokens=True),
+            "target": tokenizer.decode(list(target), skip_special_tokens=True),
             **(extra[index] if extra else {}),
         }
         for index, (trigger, target) in enumerate(zip(triggers, targets))

@@ -1,6 +1,6 @@
 """Negative training (He & Glass 2020, "Negative Training for Neural Dialogue Response Generation").
 
-A trained seq2seq model is fine-tuned to lower the likelihood of "bad" (input, response) pairs it produces while
+A trained chatbot (our LSTM, any encoder-decoder or causal LM) is fine-tuned to lower the likelihood of "bad" (input, response) pairs it produces while
 MLE on the training data keeps its original behaviour: L_NEG+POS = L_NEG + lambda_POS * L_MLE (Eq. 4). Per
 optimizer step (all its micro-batches and processes together) `NegativeTrainer.compute_loss` returns
 
@@ -40,14 +40,22 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import gather_object
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainingArguments
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, TrainingArguments
 
-from ..core.scoring import pad_ids, target_log_probs
+from ..core.chat_format import generated_replies, generation_inputs
+from ..core.scoring import is_causal, pair_batch, target_log_probs
 from ..core.trainer import ConversationTrainer, evaluation_mode
+from ..data.collator import DialogueCollator
 from ..metrics.diversity import max_ratio
 from ..metrics.hit_criteria import HitCriterion, PairScores
 from .gibbs_enum import gibbs_enum
-from .hits import load_targets, output_scores, read_trigger_pairs, trigger_log_likelihoods, trigger_prefix
+from .hits import (
+    load_targets,
+    output_scores,
+    read_trigger_pairs,
+    trigger_frame,
+    trigger_log_likelihoods,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +129,26 @@ class NegativeTrainingConfig(TrainingArguments):
 
 
 def fwa_token_weights(tokenizer: PreTrainedTokenizerBase, vocab_size: int, words: Sequence[str], scale: float):
-    """w(y) of frequent-word avoiding: `scale` for the ids of `words`, 1 for every other token."""
+    """w(y) of frequent-word avoiding: `scale` for the ids of `words`, 1 for every other token. `"</s>"` is the
+    end-of-sequence token of any tokenizer; a word is its vocabulary entry and, for a subword tokenizer, the single
+    token it encodes to at the start of a text or after a space (GPT-2's "you" and " you")."""
     vocabulary = tokenizer.get_vocab()
-    unknown = [word for word in words if word not in vocabulary]
+    ids, unknown = set(), []
+    for word in words:
+        found = {tokenizer.eos_token_id} if word == "</s>" else set()
+        if word in vocabulary:
+            found.add(vocabulary[word])
+        for text in (word, f" {word}"):
+            encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id:
+                found.add(encoded[0])
+        if not found:
+            unknown.append(word)
+        ids |= found
     if unknown:
         logger.warning("FWA words not in the vocabulary (nothing to avoid for them): %s", unknown)
     weights = torch.ones(vocab_size)
-    weights[[vocabulary[word] for word in words if word in vocabulary]] = scale
+    weights[sorted(ids)] = scale
     return weights
 
 
@@ -188,9 +209,9 @@ class NegativePairs:
 class NegativeTrainer(ConversationTrainer):
     """Negative training of He & Glass (2020), Eq. 4 with Algorithm 1 ("malicious") or 2 ("frequent").
 
-    `train_dataset` holds the positive data (`input_ids`, `labels`, as `core.building.tokenize_dataset` makes them);
-    `processing_class` must be the model's tokenizer. `input_lm` (an `LSTMForCausalLM` over the same vocabulary)
-    is needed for io hits and `lambda_in` > 0; without it `args.input_lm_path` is loaded. Evaluation reports the
+    `train_dataset` holds the positive data (`input_ids`, `labels`, as `core.building.tokenize_dataset` makes them
+    for the model's backbone); `processing_class` must be the model's tokenizer. `input_lm` (a causal LM over the
+    same vocabulary) is needed for io hits and `lambda_in` > 0; without it `args.input_lm_path` is loaded. Evaluation reports the
     token-level perplexity of `ConversationTrainer`.
     """
 
@@ -212,7 +233,7 @@ class NegativeTrainer(ConversationTrainer):
         if processing_class is None:
             raise ValueError("NegativeTrainer needs the model's tokenizer (`processing_class=`).")
         if data_collator is None:
-            data_collator = DataCollatorForSeq2Seq(processing_class, label_pad_token_id=-100)
+            data_collator = DialogueCollator.for_tokenizer(processing_class)
         super().__init__(
             model=model,
             args=args,
@@ -226,6 +247,9 @@ class NegativeTrainer(ConversationTrainer):
                                                args.fwa_scale).to(args.device)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._step: dict | None = None  # the optimizer step under way (`_prepare_step`)
+        self.causal = is_causal(model)
+        self.pad_token_id = data_collator.pad_token_id if isinstance(data_collator, DialogueCollator) else (
+            processing_class.pad_token_id)
         if args.mode == "frequent":
             self.frequencies = ResponseFrequencies(args.frequency_window)
             return
@@ -236,13 +260,13 @@ class NegativeTrainer(ConversationTrainer):
         if input_lm is None and (self.criterion.uses_input_lm or self.lambda_in):
             raise ValueError(f"{args.hit_type} with lambda_in={self.lambda_in} needs the input LM (`input_lm`).")
         self.input_lm = None if input_lm is None else input_lm.to(args.device).eval()
-        self.prefix = trigger_prefix(processing_class)
+        self.frame = trigger_frame(model, processing_class)
         if args.targets_file:
-            self.targets = load_targets(args.targets_file, processing_class).ids
+            self.targets = load_targets(args.targets_file, processing_class, causal=self.causal).ids
             self._pairs = NegativePairs([], [])
         else:
             self.targets = None
-            triggers, targets = read_trigger_pairs(args.trigger_pairs_file, processing_class)
+            triggers, targets = read_trigger_pairs(args.trigger_pairs_file, processing_class, self.causal)
             lm_scores = None
             if self.input_lm is not None:  # the LM is frozen: a trigger's score is computed once
                 size = args.negative_batch_size
@@ -287,7 +311,7 @@ class NegativeTrainer(ConversationTrainer):
         # The data rows ask for their loss only: the output layer runs at the labelled positions alone, as in
         # an MLE step (ConversationTrainer); the negative rows needed their per-token log-probabilities.
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        labels=inputs["labels"], return_logits=False)
+                        labels=inputs["labels"], **self.loss_only_kwargs)
         data_tokens = inputs["labels"].ne(-100).sum()
         mle_sum = outputs.loss * data_tokens
         # Both terms are token means over the whole optimizer step, all micro-batches and processes together (as
@@ -330,12 +354,12 @@ class NegativeTrainer(ConversationTrainer):
     def _negative_log_probs(self, model, sources, targets) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
         """Teacher-forced token log-probabilities (and logits) of (source ids, target ids) rows through the model
         Trainer hands to `compute_loss` (possibly DDP-wrapped), and the padded labels."""
-        pad = self.processing_class.pad_token_id
-        source_ids = pad_ids(sources, pad, self.args.device)
-        labels = pad_ids(targets, -100, self.args.device)
-        decoder_input_ids = self.accelerator.unwrap_model(model).prepare_decoder_input_ids_from_labels(labels=labels)
-        log_probs, logits = target_log_probs(model, source_ids, source_ids.ne(pad).long(), labels, decoder_input_ids)
-        return log_probs, logits, labels
+        batch = pair_batch(sources, targets, self.pad_token_id, self.causal, self.args.device)
+        if not self.causal:  # a DDP wrapper cannot make the decoder inputs: the model it holds does
+            batch["decoder_input_ids"] = self.accelerator.unwrap_model(model).prepare_decoder_input_ids_from_labels(
+                labels=batch["labels"])
+        log_probs, logits = target_log_probs(model, **batch)
+        return log_probs, logits, batch["labels"]
 
     def _malicious_negatives(self, model) -> tuple[torch.Tensor | None, torch.LongTensor | None]:
         """Algorithm 1: token log-probabilities and labels of the current (trigger, target) pairs that still hit;
@@ -360,7 +384,7 @@ class NegativeTrainer(ConversationTrainer):
         pairs = self._pairs
         with evaluation_mode(model):
             log_probs, logits, labels = self._negative_log_probs(
-                model, [[*self.prefix, *trigger] for trigger in pairs.triggers], pairs.targets
+                model, [self.frame.source(trigger) for trigger in pairs.triggers], pairs.targets
             )
         scores = PairScores(*(value.cpu() for value in output_scores(log_probs, logits, labels)),
                             pairs.input_log_likelihood)
@@ -404,32 +428,40 @@ class NegativeTrainer(ConversationTrainer):
         whose response is more frequent than r_thres over the window."""
         unwrapped = self.accelerator.unwrap_model(model)
         eos = self.processing_class.eos_token_id
-        responses = []
+        responses, sources = [], []
         with evaluation_mode(unwrapped), torch.no_grad():
             for batch in batches:
-                generated = unwrapped.generate(
-                    input_ids=batch["input_ids"].to(self.args.device),
-                    attention_mask=batch["attention_mask"].to(self.args.device),
-                    do_sample=False,
-                    num_beams=1,
-                    max_new_tokens=self.args.max_response_length,
-                )
-                responses.append([tuple(row[: row.index(eos) + 1] if eos in row else row)
-                                  for row in generated[:, 1:].tolist()])
+                sources.append(self._batch_sources(batch))
+                inputs = generation_inputs(unwrapped, self.processing_class, sources[-1])
+                generated = generated_replies(unwrapped, unwrapped.generate(
+                    **inputs, do_sample=False, num_beams=1, max_new_tokens=self.args.max_response_length,
+                    pad_token_id=self.pad_token_id,
+                ), inputs["input_ids"].size(1))
+                # An encoder-decoder's output starts with the decoder start token, a causal model's with the reply.
+                rows = generated.tolist() if self.causal else generated[:, 1:].tolist()
+                responses.append([tuple(row[: row.index(eos) + 1] if eos in row else row) for row in rows])
         per_process = gather_object([responses])  # one list of micro-batches per process, in process order
         offset = sum(len(micro) for step in per_process[: self.accelerator.process_index] for micro in step)
         shares = self.frequencies.add([response for step in per_process for micro in step for response in micro])
         self._metrics["frequent/max_ratio"].append(self.frequencies.max_ratio())
         negatives = []
-        for batch, micro in zip(batches, responses):
+        for batch_sources, micro in zip(sources, responses):
             frequent = [index for index, share in enumerate(shares[offset : offset + len(micro)])
                         if share > self.args.frequency_threshold]
             offset += len(micro)
-            negatives.append((
-                [batch["input_ids"][index][batch["attention_mask"][index].bool()].tolist() for index in frequent],
-                [list(micro[index]) for index in frequent],
-            ))
+            negatives.append(([batch_sources[index] for index in frequent], [list(micro[index]) for index in frequent]))
         return negatives
+
+    def _batch_sources(self, batch: dict) -> list[list[int]]:
+        """Each row's input in the chat format: an encoder-decoder's unpadded source, a causal model's tokens before
+        its first labelled one (the history the reply follows)."""
+        sources = []
+        for input_ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+            ids = input_ids[mask.bool()].tolist()
+            if self.causal:
+                ids = ids[: int(labels.ne(-100).int().argmax())]
+            sources.append(ids)
+        return sources
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:  # a training log: add this window's averages

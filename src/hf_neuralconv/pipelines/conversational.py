@@ -1,9 +1,11 @@
-"""`pipeline("conversational")`: answer a chat with a saved hf-neuralconv encoder-decoder.
+"""`pipeline("conversational")`: answer a chat with an encoder-decoder or a causal LM chatbot.
 
-transformers removed its conversational pipeline (4.42), so `import hf_neuralconv` registers this one. A chat is
-transformers' message list (`[{"role": "user", "content": "hi"}, ...]`); the pipeline turns it into the source text
-the model was trained on (Vinyals & Le 2015: the turns so far, each marked with its actor token), generates a reply
-and returns the chat with that reply appended:
+transformers removed its conversational pipeline (4.42), so `import hf_neuralconv` registers this one, for our LSTM
+and for any `AutoModelForSeq2SeqLM` (BART, T5, BlenderBot) or `AutoModelForCausalLM` (GPT-2, DialoGPT, Llama). A
+chat is transformers' message list (`[{"role": "user", "content": "hi"}, ...]`); the pipeline turns it into the
+model's input in its chat format (`core.chat_format`: our actor tokens, the tokenizer's chat template, turns joined
+by the end-of-sequence token, or an encoder-decoder's joined source), generates a reply and returns the chat with
+that reply appended:
 
     >>> chat = pipeline("conversational", model="outputs/seq2seq-quickstart")
     >>> chat([{"role": "user", "content": "hi , how are you ?"}])[0]["generated_text"][-1]
@@ -19,7 +21,9 @@ Call options (also accepted when building the pipeline, as defaults):
   pipeline can run):
   - `"mmi-antilm"` (Li et al. 2016): beam search with `MMIAntiLMLogitsProcessor`, i.e. log p(T|S) minus
     `mmi_lambda` times the anti-LM's log p(T) over the first `mmi_gamma` tokens. Needs `anti_lm=` when building the
-    pipeline: an `LSTMForCausalLM` over the chatbot's vocabulary, or its directory.
+    pipeline: any causal LM over the chatbot's vocabulary (an `LSTMForCausalLM`, a GPT-2 trained on replies), or
+    its directory; for a causal chatbot, the chatbot itself (`anti_lm=pipe.model` or `anti_lm="self"`: p(T) is its
+    reply probability after an empty history, no second model).
   - `"mmi-bidi"` (Luan et al. 2017, Eq. 4): the beam-search N-best reranked by log p(R|M) + `mmi_lambda` log p(M|R)
     + `mmi_gamma` |R| (`hf_neuralconv.mmi.mmi_bidi_generate`); the scores are the reranked ones. Needs
     `reverse_model=` (a model or its directory), or the settings saved in `model.generation_config.mmi` (weights,
@@ -36,23 +40,26 @@ standard library and those modules at module level; the MMI strategies and `save
 when they run (`pip install hf-neuralconv`), and say so when it is missing.
 """
 
+import copy
 import importlib
 import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, GenerationConfig, LogitsProcessorList, Pipeline, PreTrainedModel
+from transformers import GenerationConfig, LogitsProcessorList, Pipeline, PreTrainedModel
 
 from ..core.chat_format import (
     DATA_CONFIG_FILE,
     MMI_CONFIG_KEY,
     SPEAKERS_FILE,
     conversation_turns,
+    empty_history_prompt,
     encode_history,
+    generated_replies,
     read_model_json,
     reading_settings,
 )
-from ..core.scoring import sequence_scores
+from ..core.scoring import is_causal, sequence_scores
 
 TASK = "conversational"
 
@@ -76,7 +83,8 @@ DEFAULT_ANTILM_GAMMA = 3
 
 
 class ConversationalPipeline(Pipeline):
-    """Answers chats with an LSTM encoder-decoder (Vinyals & Le 2015); see the module docstring for the options.
+    """Answers chats with an encoder-decoder or a causal LM (Vinyals & Le 2015); see the module docstring for the
+    options.
 
     Input: a string, a list of role/content messages, or a list of such chats (a batch; `batch_size=` pads and
     decodes them together). Output, per chat: the N-best candidates, best first, each
@@ -101,6 +109,12 @@ class ConversationalPipeline(Pipeline):
                  anti_lm: PreTrainedModel | str | Path | None = None,
                  reverse_model: PreTrainedModel | str | Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.causal = is_causal(self.model)
+        if self.causal:  # batched prompts end where the reply starts: pad on the left (a copy: the caller's is kept)
+            self.tokenizer = copy.copy(self.tokenizer)
+            self.tokenizer.padding_side = "left"
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
         self.context_turns, self.max_source_length = reading_settings(self.model, None, max_source_length or None)
         self.speakers = (dict(speakers) if speakers is not None
                          else read_model_json(self.model.name_or_path, SPEAKERS_FILE) or {})
@@ -124,14 +138,16 @@ class ConversationalPipeline(Pipeline):
         return strategies
 
     def _load_anti_lm(self, anti_lm) -> PreTrainedModel:
-        models = _package_module("models", "strategy='mmi-antilm'")
         checks = _package_module("core.checks", "strategy='mmi-antilm'")
+        if isinstance(anti_lm, str) and anti_lm == "self":
+            anti_lm = self.model
         if isinstance(anti_lm, (str, Path)):
             if not Path(anti_lm).is_dir():
-                raise FileNotFoundError(f"{anti_lm}: no anti-LM directory here (a saved LSTMForCausalLM).")
-            anti_lm = models.LSTMForCausalLM.from_pretrained(anti_lm).eval()
-        if not isinstance(anti_lm, models.LSTMForCausalLM):
-            raise TypeError(f"`anti_lm` must be an LSTMForCausalLM or its directory, got {type(anti_lm).__name__}.")
+                raise FileNotFoundError(f"{anti_lm}: no anti-LM directory here (a saved causal language model).")
+            anti_lm = _package_module("core.loading", "strategy='mmi-antilm'").load_model(anti_lm)
+        if not isinstance(anti_lm, PreTrainedModel) or not is_causal(anti_lm):
+            raise TypeError(f"`anti_lm` must be a causal language model or its directory, got "
+                            f"{type(anti_lm).__name__}.")
         checks.check_same_vocabulary(self.model.config, anti_lm.config, "chatbot", "anti-LM")
         return anti_lm.to(self.model.device).eval()
 
@@ -140,7 +156,7 @@ class ConversationalPipeline(Pipeline):
         if isinstance(reverse_model, (str, Path)):
             if not Path(reverse_model).is_dir():
                 raise FileNotFoundError(f"{reverse_model}: no reverse model directory here (a saved p(M|R) model).")
-            reverse_model = AutoModelForSeq2SeqLM.from_pretrained(reverse_model)
+            reverse_model = _package_module("core.loading", "strategy='mmi-bidi'").load_model(reverse_model)
         if not isinstance(reverse_model, PreTrainedModel):
             raise TypeError(f"`reverse_model` must be a model or its directory, got {type(reverse_model).__name__}.")
         checks.check_same_vocabulary(self.model.config, reverse_model.config, "chatbot", "reverse model")
@@ -151,8 +167,8 @@ class ConversationalPipeline(Pipeline):
         if strategy == "mmi-antilm":
             if self.anti_lm is None:
                 raise ValueError(
-                    "strategy='mmi-antilm' needs an anti-LM: build the pipeline with `anti_lm=` (an LSTMForCausalLM "
-                    "trained on the chatbot's replies, or its directory)."
+                    "strategy='mmi-antilm' needs an anti-LM: build the pipeline with `anti_lm=` (a causal LM "
+                    "trained on the chatbot's replies, or its directory; \"self\" for a causal chatbot)."
                 )
             return self.anti_lm
         if self.reverse_model is None:
@@ -230,7 +246,7 @@ class ConversationalPipeline(Pipeline):
             messages = [{"role": "user", "content": messages}]
         speaker_id = self.speaker_id(speaker)
         keep = self.context_turns if context_turns is None else context_turns
-        ids = encode_history(self.tokenizer, turns, keep, self.max_source_length)
+        ids = encode_history(self.tokenizer, turns, keep, self.max_source_length, causal=self.causal)
         model_inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
         if speaker_id is not None:
             model_inputs["speaker_ids"] = torch.tensor([speaker_id])
@@ -264,10 +280,12 @@ class ConversationalPipeline(Pipeline):
         if strategy == "mmi-bidi":
             return self._forward_mmi_bidi(model_inputs, mmi_lambda, mmi_gamma, generate_kwargs)
         if strategy == "mmi-antilm":
+            anti_lm = self._mmi_model(strategy)
             processor = _package_module("mmi", f"strategy={strategy!r}").MMIAntiLMLogitsProcessor(
-                self._mmi_model(strategy), self.model.config,
+                anti_lm, self.model.config,
                 lam=DEFAULT_ANTILM_LAMBDA if mmi_lambda is None else mmi_lambda,
                 gamma=DEFAULT_ANTILM_GAMMA if mmi_gamma is None else mmi_gamma,
+                prompt_ids=empty_history_prompt(self.tokenizer) if anti_lm is self.model else None,
             )
             given = generate_kwargs.get("logits_processor", self._generate_kwargs.get("logits_processor"))
             generate_kwargs["logits_processor"] = LogitsProcessorList([*(given or []), processor])
@@ -284,8 +302,9 @@ class ConversationalPipeline(Pipeline):
             steps = len(output.scores)
             scores = sequence_scores(output.sequences[:, -steps:], output.scores, self.tokenizer.eos_token_id)
         batch_size = input_ids.size(0)
+        replies = generated_replies(self.model, output.sequences, input_ids.shape[1])
         return {
-            "sequences": output.sequences.reshape(batch_size, -1, output.sequences.size(-1)),
+            "sequences": replies.reshape(batch_size, -1, replies.size(-1)),
             "scores": scores.reshape(batch_size, -1),
             "messages": model_inputs["messages"],
         }
