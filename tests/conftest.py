@@ -137,8 +137,9 @@ def backbone_tokenizer(backbone: str):
 
 
 def backbone_model(backbone: str, seed: int = 0):
-    """A tiny random model of `backbone` over its tokenizer, in eval mode; weights drawn wide enough that its
-    distributions are peaked (distinct greedy and beam answers)."""
+    """A tiny random model of `backbone` over its tokenizer, in eval mode, without dropout (a training step is
+    then deterministic); weights drawn wide enough that its distributions are peaked (distinct greedy and beam
+    answers)."""
     from transformers import (
         BartConfig,
         BartForConditionalGeneration,
@@ -158,6 +159,7 @@ def backbone_model(backbone: str, seed: int = 0):
                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     if backbone == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=256, initializer_range=0.5,
+                                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                            bos_token_id=tokenizer.eos_token_id, **ids))
     elif backbone == "llama":
         model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -166,12 +168,13 @@ def backbone_model(backbone: str, seed: int = 0):
     elif backbone == "bart":
         model = BartForConditionalGeneration(BartConfig(
             d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-            encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=256, init_std=0.5,
+            encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=256, init_std=0.5, dropout=0.0,
             bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
             forced_bos_token_id=None, forced_eos_token_id=None, **ids))
     else:
         model = T5ForConditionalGeneration(T5Config(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
-                                                    initializer_factor=8.0, decoder_start_token_id=ids["pad_token_id"],
+                                                    initializer_factor=2.0, dropout_rate=0.0,
+                                                    decoder_start_token_id=ids["pad_token_id"],
                                                     **ids))
     return model.eval()
 

@@ -207,10 +207,17 @@ def message_frame(tokenizer, causal: bool) -> tuple[list[int], list[int]]:
     if style == "eos-joined":
         return [], [tokenizer.eos_token_id]
     if style == "template":
-        marker = "\x00message\x00"
-        text = tokenizer.apply_chat_template(_chat_messages([marker]), add_generation_prompt=True, tokenize=False)
-        before, after = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in text.split(marker))
-        return before, after
+        # Two one-letter messages in the template: what they share at both ends is the frame. (Splitting the text
+        # at the message would not do: "user: " alone tokenizes differently from "user: " before a word.)
+        first, second = (format_history(tokenizer, [text], causal, 10**9)[0] for text in ("a", "b"))
+        start = next(index for index, (one, two) in enumerate(zip(first, second)) if one != two)
+        end = next(index for index, (one, two) in enumerate(zip(reversed(first), reversed(second))) if one != two)
+        # A space token both share belongs to the message: a SentencePiece tokenizer merges it into the
+        # message's first word ("▁" + "a", but "▁hello").
+        special = set(tokenizer.all_special_ids)
+        while start and first[start - 1] not in special and not tokenizer.decode(first[start - 1 : start]).strip():
+            start -= 1
+        return first[:start], first[len(first) - end:]
     body = tokenizer.backend_tokenizer.encode("", add_special_tokens=False)
     framed = tokenizer.backend_tokenizer.post_process(body).ids  # the special tokens alone, e.g. BART's <s> </s>
     # Where the message goes: before the last special token when there is one (T5's </s>, BART's </s>).

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .scoring import is_causal
+
 
 @contextmanager
 def evaluation_mode(model):
@@ -66,7 +68,7 @@ class ConversationTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs)
         logits, labels = outputs.logits, inputs["labels"]
-        if self._loss_shifts_labels:  # a causal LM predicts labels[:, 1:]
+        if is_causal(model):  # predicts labels[:, 1:] (Trainer's own flag misses GPT-2 on transformers 5.25)
             logits, labels = logits[:, :-1], labels[:, 1:]
         negative_log_likelihood = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100, reduction="none"

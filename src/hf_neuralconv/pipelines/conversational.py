@@ -75,7 +75,9 @@ BASIC_STRATEGIES = ("greedy", "beam", "sample")
 # The model's generation_config settings a named strategy keeps; its other decoding defaults (a recipe's sampling
 # temperature, an n-gram block, ...) go back to transformers' defaults, so that "greedy" is greedy search.
 STRATEGY_KEEPS = ("max_new_tokens", "max_length", "bos_token_id", "eos_token_id", "pad_token_id",
-                  "decoder_start_token_id", "suppress_tokens", "begin_suppress_tokens", "transformers_version")
+                  "decoder_start_token_id", "suppress_tokens", "begin_suppress_tokens", "transformers_version",
+                  # not decoding choices: resetting `use_cache` would make a transformer re-read its prefix each step
+                  "use_cache", "output_attentions", "output_hidden_states", "_from_model_config")
 # MMI-antiLM weights when neither the call nor the pipeline gives them: lambda and the number of penalised leading
 # tokens (Li et al. 2016 tune both on development data; these only make the strategy usable out of the box).
 DEFAULT_ANTILM_LAMBDA = 0.5
