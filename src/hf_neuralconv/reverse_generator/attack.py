@@ -1,6 +1,6 @@
-"""Attacks with a trained reverse generator (Liu et al. 2019, Section 5.2): greedy or beam-N inputs for each
-target, the best of the chatbot's replies kept, resumable (`hf-neuralconv reverse-attack`); found pairs are written
-as negative-training examples.
+"""Attacks with a trained reverse generator of any backbone (Liu et al. 2019, Section 5.2): greedy or beam-N inputs
+for each target, the best of the chatbot's replies kept, resumable (`hf-neuralconv reverse-attack`); found pairs are
+written as negative-training examples.
 """
 
 import json
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..core.loading import load_model_dir
+from ..core.scoring import is_causal
 from ..data.dialogue import read_utf8_text
 from ..data.jsonl import read_jsonl
 from ..data.resources import resolve_data_path
@@ -23,6 +24,7 @@ from .trainer import (
     TargetCollator,
     check_targets,
     decode_inputs,
+    generate_inputs,
     reverse_generation_config,
     score_inputs,
 )
@@ -32,15 +34,13 @@ BEAM_ROWS = 800
 GREEDY_BATCH = 64
 
 
-def _best_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
+def _best_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, environment: DialogueEnvironment,
                  reward_function: RewardFunction, targets: Sequence[str], collator: TargetCollator,
                  generation_config: GenerationConfig, num_beams: int) -> list[dict]:
     """One batch of `attack`: decode `num_beams` inputs per target, send them all to the environment, keep the best."""
     batch = collator([{"target": target} for target in targets])
     with torch.no_grad():
-        sequences = model.generate(input_ids=batch["input_ids"].to(model.device),
-                                   attention_mask=batch["attention_mask"].to(model.device),
-                                   generation_config=generation_config)
+        sequences = generate_inputs(model, tokenizer, batch["input_ids"], batch["attention_mask"], generation_config)
     candidates = decode_inputs(tokenizer, sequences)
     candidate_targets = [target for target in targets for _ in range(num_beams)]
     rewards, outputs = score_inputs(environment, reward_function, candidate_targets, candidates)
@@ -52,7 +52,7 @@ def _best_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, env
     return found
 
 
-def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environment: DialogueEnvironment,
+def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, environment: DialogueEnvironment,
            reward_function: RewardFunction, targets: Sequence[str], num_beams: int = 1, max_input_tokens: int = 24,
            max_target_tokens: int = 32, batch_size: int = 8, results_file: str | Path | None = None,
            progress: bool = True) -> list[dict]:
@@ -76,7 +76,7 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, environme
     if num_beams > 1:
         decoding["early_stopping"] = True
     generation_config = reverse_generation_config(tokenizer, max_input_tokens, **decoding)
-    collator = TargetCollator(tokenizer, max_target_tokens)
+    collator = TargetCollator(tokenizer, max_target_tokens, is_causal(model))
     model.eval()
     pending = [target for target in targets if target not in done]
     if results_path is not None:

@@ -1,6 +1,9 @@
 """The reverse dialogue generator of Liu et al. (2019, "Say What I Want: Towards the Dark Side of Neural Dialogue
-Models"): a seq2seq policy G_θ that reads a target output O* and writes an input I for a black-box dialogue model D,
-so that D(I) says (nearly) O*.
+Models"): a policy G_θ that reads a target output O* and writes an input I for a black-box dialogue model D, so that
+D(I) says (nearly) O*. G_θ may be any backbone: our LSTM encoder-decoder, any causal LM (GPT-2, Llama) or any
+encoder-decoder (BART, T5). It reads O* as a one-turn history in its own chat format (`encode_targets`) and writes
+I as a reply in that format (`core.chat_format.encode_replies`); a causal G_θ reads O* and I as one sequence. Its
+log-probabilities come from the package's one scorer (`core.scoring.target_log_probs`).
 
 * Pre-training (Section 5.1.2): `reverse_pairs_dataset` + `pretrain_reverse_generator` fit G_θ on the reference
   corpus (`environments.build_reference_corpus`: D's outputs -> the real inputs that caused them) with the
@@ -34,18 +37,13 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import (
-    DataCollatorForSeq2Seq,
-    GenerationConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from ..core.scoring import sequence_scores
+from ..core.chat_format import chat_style, encode_history, encode_replies, generated_replies, generation_inputs
+from ..core.scoring import is_causal, pair_batch, target_log_probs, token_log_probs
 from ..core.trainer import ConversationTrainer, evaluation_mode, unpin_memory_on_cpu
-from ..data.tokenization import encode_source, encode_target
+from ..data.collator import DialogueCollator
+from ..data.tokenization import encode_source
 from .environments import DialogueEnvironment, EnvironmentQueryError
 
 BASELINES = ("mean", "none")
@@ -98,47 +96,96 @@ class ReinforceConfig(TrainingArguments):
             raise ValueError("`max_input_tokens` and `max_target_tokens` must be >= 1.")
 
 
-def reverse_generation_config(tokenizer: PreTrainedTokenizerFast, max_input_tokens: int,
+def reverse_generation_config(tokenizer: PreTrainedTokenizerBase, max_input_tokens: int,
                               **decoding) -> GenerationConfig:
     """How the policy writes inputs: at most `max_input_tokens` tokens, never a special token but `</s>` (an input is
-    plain text; `<unk>` would vanish from it when decoded). `decoding` sets the strategy (sampling, beams)."""
+    plain text; `<unk>` would vanish from it when decoded). `decoding` sets the strategy (sampling, beams); the
+    decoder start token is the model's own (BART's `</s>`, T5's pad token, our LSTM's `<s>`)."""
     return GenerationConfig(
         max_new_tokens=max_input_tokens,
-        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.bos_token_id,
+        pad_token_id=DialogueCollator.for_tokenizer(tokenizer).pad_token_id,
         suppress_tokens=[index for index in tokenizer.all_special_ids if index != tokenizer.eos_token_id],
         **decoding,
     )
 
 
-class TargetCollator:
-    """Targets O* (a `target` text column) -> the policy's encoder inputs (the state, Section 4.2.2), right-padded;
-    the texts travel along as `targets` for the reward."""
+def encode_targets(tokenizer: PreTrainedTokenizerBase, targets: Sequence[str], max_target_tokens: int,
+                   causal: bool) -> list[list[int]]:
+    """Targets O* as the policy's input ids (the state, Section 4.2.2): each a one-turn history in the policy's chat
+    format (`encode_history`), its last `max_target_tokens` tokens kept. An encoder-decoder with our word tokenizer
+    reads the bare target, without actor token: the generators `reverse-pretrain` saved were trained so."""
+    if not causal and chat_style(tokenizer, causal) == "actor":
+        return encode_source(tokenizer, targets, max_target_tokens)
+    return [encode_history(tokenizer, [target], 0, max_target_tokens, warn_once=True, causal=causal)
+            for target in targets]
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, max_target_tokens: int):
+
+def reply_prefix(tokenizer: PreTrainedTokenizerBase, causal: bool) -> list[int]:
+    """The special tokens a reply in the chat format starts with (`encode_replies`: BART's `<s>`; none for our LSTM,
+    T5 or a causal model). The policy is given them after the decoder start token rather than drawing them: they are
+    suppressed tokens, and no choice of the policy."""
+    return encode_replies(tokenizer, [""], causal)[0][:-1]
+
+
+class TargetCollator:
+    """Targets O* (a `target` text column) -> the policy's inputs (`encode_targets`) of an encoder-decoder or
+    (`causal`) a causal policy, right-padded; the texts travel along as `targets` for the reward."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_target_tokens: int, causal: bool = False):
         self.tokenizer = tokenizer
         self.max_target_tokens = max_target_tokens
+        self.causal = causal
+        self.padding = DialogueCollator.for_tokenizer(tokenizer)
 
     def __call__(self, examples: list[dict]) -> dict:
         targets = [example["target"] for example in examples]
-        batch = self.tokenizer.pad(
-            {"input_ids": encode_source(self.tokenizer, targets, self.max_target_tokens)}, return_tensors="pt"
-        )
+        ids = encode_targets(self.tokenizer, targets, self.max_target_tokens, self.causal)
+        batch = self.padding([{"input_ids": row} for row in ids])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "targets": targets}
 
 
+def _unpadded(input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> list[list[int]]:
+    return [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)]
+
+
+def generate_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.LongTensor,
+                    attention_mask: torch.Tensor, generation_config: GenerationConfig) -> torch.LongTensor:
+    """Inputs I written by the policy for a `TargetCollator` batch with `generation_config` (sampling: π_θ(·|O*),
+    Section 4.2.3; greedy or beams: the attack), as `generate()` writes them: an encoder-decoder's rows are the
+    decoder start token, the `reply_prefix` and the reply, a causal model's the reply alone (`generated_replies`);
+    tokens after a reply's `</s>` are padding."""
+    batch = generation_inputs(model, tokenizer, _unpadded(input_ids, attention_mask))
+    prefix = reply_prefix(tokenizer, is_causal(model))
+    if prefix:
+        batch["decoder_input_ids"] = torch.tensor(prefix, device=model.device).expand(len(input_ids), -1)
+    sequences = model.generate(**batch, generation_config=generation_config)
+    return generated_replies(model, sequences, batch["input_ids"].size(1))
+
+
 def policy_log_probs(model: PreTrainedModel, input_ids: torch.LongTensor, attention_mask: torch.Tensor,
-                       sequences: torch.LongTensor, generation_config: GenerationConfig) -> torch.Tensor:
-    """log π_θ(I|O*) = Σ_t log P(ω_t | ω_<t, O*) (Eq. 1) for each row of `sequences` generated with
-    `generation_config` (decoder start token first, `</s>` included, padding after it excluded), under the
-    distribution they were sampled from: the model's softmax without the suppressed tokens. Differentiable in θ."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=sequences[:, :-1]).logits
+                     sequences: torch.LongTensor, generation_config: GenerationConfig,
+                     prefix_length: int = 0) -> torch.Tensor:
+    """log π_θ(I|O*) = Σ_t log P(ω_t | ω_<t, O*) (Eq. 1) for each row of `sequences` written by `generate_inputs`
+    with `generation_config` for the targets `input_ids` (one row each), under the distribution they were sampled
+    from: the model's softmax without the suppressed tokens. The drawn tokens count, `</s>` included: not the
+    padding after it, nor an encoder-decoder's decoder start token and the `prefix_length` tokens of its
+    `reply_prefix`, which were given. Differentiable in θ (also through a DDP wrapper)."""
+    causal, eos = is_causal(model), generation_config.eos_token_id
+    drawn = sequences if causal else sequences[:, 1:]
+    replies = [row[: row.index(eos) + 1] if eos in row else row for row in drawn.tolist()]
+    batch = pair_batch(_unpadded(input_ids, attention_mask), replies, generation_config.pad_token_id, causal,
+                       sequences.device)
+    labels, decoder_input_ids = batch["labels"], None
+    if not causal:
+        labels[:, :prefix_length] = -100
+        # the decoder inputs as they were generated: a wrapped model cannot make them from the labels
+        decoder_input_ids = sequences[:, : labels.size(1)]
+    _, logits = target_log_probs(model, batch["input_ids"], batch["attention_mask"], labels,
+                                 decoder_input_ids=decoder_input_ids)
     suppressed = torch.zeros(logits.size(-1), dtype=torch.bool, device=logits.device)
     suppressed[list(generation_config.suppress_tokens or [])] = True
-    logits = logits.masked_fill(suppressed, float("-inf"))
-    return sequence_scores(sequences[:, 1:], logits.unbind(dim=1), generation_config.eos_token_id)
+    return token_log_probs(logits.masked_fill(suppressed, float("-inf")), labels).sum(dim=1)
 
 
 def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor, baseline: str = "mean") -> torch.Tensor:
@@ -181,8 +228,9 @@ def check_targets(targets: Sequence[str], reward_function: RewardFunction) -> No
                 raise ValueError(f"Target {row}: {error}") from None
 
 
-def decode_inputs(tokenizer: PreTrainedTokenizerFast, sequences: torch.LongTensor) -> list[str]:
-    """The generated inputs I as the text the chatbot is sent (special tokens dropped, surrounding space trimmed)."""
+def decode_inputs(tokenizer: PreTrainedTokenizerBase, sequences: torch.LongTensor) -> list[str]:
+    """The generated inputs I (`generate_inputs`' rows) as the text the chatbot is sent (special tokens dropped: the
+    decoder start, prefix and padding; surrounding space trimmed)."""
     return [text.strip() for text in tokenizer.batch_decode(sequences, skip_special_tokens=True)]
 
 
@@ -190,11 +238,12 @@ class ReinforceTrainer(Trainer):
     """REINFORCE training of the reverse dialogue generator against a black-box environment (Liu et al. 2019,
     Section 4.2; see the module docstring for the estimate and its baseline).
 
-    `train_dataset` holds the targets O* in a `target` column. Each step samples `args.num_samples` inputs per
-    target (dropout off), queries `environment` once for the batch, scores the outputs with `reward_function`
-    (targets, outputs) -> rewards, and descends `reinforce_loss`. Logged with the loss: `reward` (mean over
-    samples), `success_rate` (share of targets with a sample rewarded at least `args.success_threshold`) and
-    `env_queries` (inputs sent to the environment so far, all processes, retries included; a run resumed from a
+    `model` is the policy G_θ, of any backbone (an encoder-decoder or a causal LM; `processing_class` is its
+    tokenizer). `train_dataset` holds the targets O* in a `target` column. Each step samples `args.num_samples`
+    inputs per target (dropout off), queries `environment` once for the batch, scores the outputs with
+    `reward_function` (targets, outputs) -> rewards, and descends `reinforce_loss`. Logged with the loss: `reward`
+    (mean over samples), `success_rate` (share of targets with a sample rewarded at least `args.success_threshold`)
+    and `env_queries` (inputs sent to the environment so far, all processes, retries included; a run resumed from a
     checkpoint continues the count logged there).
     The inputs are sampled with dropout off and their log-probabilities computed in training mode: with dropout 0
     the estimate is exactly on-policy; the paper's dropout 0.1 makes the update a regularised version of it.
@@ -216,7 +265,7 @@ class ReinforceTrainer(Trainer):
 
     def __init__(self, model: PreTrainedModel, args: ReinforceConfig, environment: DialogueEnvironment,
                  reward_function: RewardFunction, train_dataset: datasets.Dataset,
-                 processing_class: PreTrainedTokenizerFast, ref_model: PreTrainedModel | None = None, callbacks=None):
+                 processing_class: PreTrainedTokenizerBase, ref_model: PreTrainedModel | None = None, callbacks=None):
         if not isinstance(args, ReinforceConfig):
             raise TypeError(f"`args` must be a ReinforceConfig, got {type(args).__name__}.")
         if args.kl_coef > 0 and ref_model is None:
@@ -228,7 +277,7 @@ class ReinforceTrainer(Trainer):
             model=model,
             args=args,
             train_dataset=train_dataset,
-            data_collator=TargetCollator(processing_class, args.max_target_tokens),
+            data_collator=TargetCollator(processing_class, args.max_target_tokens, is_causal(model)),
             processing_class=processing_class,
             callbacks=callbacks,
         )
@@ -238,6 +287,7 @@ class ReinforceTrainer(Trainer):
         self.ref_model = None
         if args.kl_coef > 0:
             self.ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
+        self.prefix_length = len(reply_prefix(processing_class, is_causal(model)))
         self.sampling_config = reverse_generation_config(
             processing_class, args.max_input_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
             num_return_sequences=args.num_samples,
@@ -256,8 +306,8 @@ class ReinforceTrainer(Trainer):
         queries_before = self.environment.num_queries
         rewards, _ = score_inputs(self.environment, self.reward_function, targets, texts)
         rewards = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device).view(-1, num_samples)
-        log_probs = policy_log_probs(model, input_ids, attention_mask, samples, self.sampling_config)
-        log_probs = log_probs.view(-1, num_samples)
+        log_probs = policy_log_probs(model, input_ids, attention_mask, samples, self.sampling_config,
+                                     self.prefix_length).view(-1, num_samples)
         shaped_rewards = rewards
         if self.ref_model is not None:
             kl = self._kl_estimates(model, input_ids, attention_mask, samples).view(-1, num_samples)
@@ -282,16 +332,16 @@ class ReinforceTrainer(Trainer):
     def _sample_inputs(self, model, inputs) -> torch.LongTensor:
         """N inputs per target drawn from π_θ(·|O*) (Section 4.2.3: "chosen by stochastic sampling"), dropout off."""
         with evaluation_mode(self.accelerator.unwrap_model(model)) as policy, torch.no_grad():
-            return policy.generate(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                generation_config=self.sampling_config,
-            )
+            return generate_inputs(policy, self.processing_class, inputs["input_ids"], inputs["attention_mask"],
+                                   self.sampling_config)
 
     def _kl_estimates(self, model, input_ids, attention_mask, samples) -> torch.Tensor:
         """log π_θ(I|O*) - log π_ref(I|O*) per sample, both with dropout off (not differentiated: a reward term)."""
         with evaluation_mode(self.accelerator.unwrap_model(model)) as policy, torch.no_grad():
-            return (policy_log_probs(policy, input_ids, attention_mask, samples, self.sampling_config)
-                    - policy_log_probs(self.ref_model, input_ids, attention_mask, samples, self.sampling_config))
+            return (policy_log_probs(policy, input_ids, attention_mask, samples, self.sampling_config,
+                                     self.prefix_length)
+                    - policy_log_probs(self.ref_model, input_ids, attention_mask, samples, self.sampling_config,
+                                       self.prefix_length))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         try:
@@ -320,18 +370,22 @@ class ReinforceTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def _reverse_examples(batch: dict, tokenizer: PreTrainedTokenizerFast, max_source_length: int,
-                      max_target_length: int) -> dict:
-    return {
-        "input_ids": encode_source(tokenizer, batch["output"], max_source_length),
-        "labels": encode_target(tokenizer, batch["input"], max_target_length),
-    }
+def _reverse_examples(batch: dict, tokenizer: PreTrainedTokenizerBase, max_source_length: int,
+                      max_target_length: int, causal: bool) -> dict:
+    sources = encode_targets(tokenizer, batch["output"], max_source_length, causal)
+    replies = encode_replies(tokenizer, batch["input"], causal, max_target_length)
+    pad = DialogueCollator.for_tokenizer(tokenizer).pad_token_id
+    rows = [pair_batch([source], [reply], pad, causal, "cpu") for source, reply in zip(sources, replies, strict=True)]
+    return {key: [row[key][0].tolist() for row in rows] for key in ("input_ids", "labels")}
 
 
-def reverse_pairs_dataset(pairs: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, max_source_length: int = 32,
-                          max_target_length: int = 24) -> datasets.Dataset:
-    """Reference-corpus pairs (`output`, `input`) as seq2seq examples for the reverse generator (Section 5.1.2):
-    D's output is the source (`input_ids`), the input that caused it the target (`labels`, ending in `</s>`)."""
+def reverse_pairs_dataset(pairs: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_source_length: int = 32,
+                          max_target_length: int = 24, causal: bool = False) -> datasets.Dataset:
+    """Reference-corpus pairs (`output`, `input`) as examples for the reverse generator (Section 5.1.2): D's output
+    is read as the policy reads a target (`encode_targets`, at most `max_source_length` tokens), the input that
+    caused it is the reply (`encode_replies`, ending in `</s>`). An encoder-decoder's `input_ids` are the source and
+    its `labels` the reply; a causal model's (`causal`) `input_ids` are source + reply, labels -100 over the source
+    (`pair_batch`)."""
     missing = {"output", "input"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"The reference corpus needs `output` and `input` columns; {sorted(missing)} missing.")
@@ -339,26 +393,28 @@ def reverse_pairs_dataset(pairs: datasets.Dataset, tokenizer: PreTrainedTokenize
         _reverse_examples,
         batched=True,
         fn_kwargs={"tokenizer": tokenizer, "max_source_length": max_source_length,
-                   "max_target_length": max_target_length},
+                   "max_target_length": max_target_length, "causal": causal},
         remove_columns=pairs.column_names,
         desc="Tokenizing the reference corpus",
     )
 
 
-def pretrain_reverse_generator(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, args: TrainingArguments,
+def pretrain_reverse_generator(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, args: TrainingArguments,
                                train_pairs: datasets.Dataset, eval_pairs: datasets.Dataset | None = None,
                                max_source_length: int = 32, max_target_length: int = 24) -> ConversationTrainer:
-    """Supervised pre-training of the reverse generator on the reference corpus (Section 5.1.2; the paper: SGD with
-    learning rate 20, decayed by 0.25 when the validation loss stops decreasing, batch size 16, dropout 0.1, gradient
-    clipping 0.25). Returns the trained `ConversationTrainer` (its `evaluate()` reports perplexity)."""
+    """Supervised pre-training of the reverse generator, of any backbone, on the reference corpus (Section 5.1.2; the
+    paper: SGD with learning rate 20, decayed by 0.25 when the validation loss stops decreasing, batch size 16,
+    dropout 0.1, gradient clipping 0.25). Returns the trained `ConversationTrainer` (its `evaluate()` reports
+    perplexity)."""
+    causal = is_causal(model)
     trainer = ConversationTrainer(
         model=model,
         args=args,
-        train_dataset=reverse_pairs_dataset(train_pairs, tokenizer, max_source_length, max_target_length),
+        train_dataset=reverse_pairs_dataset(train_pairs, tokenizer, max_source_length, max_target_length, causal),
         eval_dataset=None if eval_pairs is None else reverse_pairs_dataset(
-            eval_pairs, tokenizer, max_source_length, max_target_length
+            eval_pairs, tokenizer, max_source_length, max_target_length, causal
         ),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        data_collator=DialogueCollator.for_tokenizer(tokenizer),
         processing_class=tokenizer,
     )
     trainer.train()
