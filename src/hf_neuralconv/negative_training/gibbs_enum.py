@@ -89,10 +89,31 @@ class CachedPrefix:
     length: int
 
     def rows(self, index: torch.LongTensor) -> "CachedPrefix":
-        """A fresh cache of rows `index` (a forward pass extends the cache it is given)."""
-        cache = copy.deepcopy(self.cache)
+        """A cache of rows `index`, of its own: a forward pass extends the cache it is given. Only the cache's
+        structure is copied; `reorder_cache` then selects the rows into new tensors (caches rebind their tensors,
+        never write into them), so the prefix is copied once, not twice."""
+        shared: dict[int, torch.Tensor] = {}
+        _collect_tensors(self.cache, shared, set())
+        cache = copy.deepcopy(self.cache, memo=shared)
         cache.reorder_cache(index)
         return CachedPrefix(cache, self.length)
+
+
+def _collect_tensors(value, found: dict[int, torch.Tensor], seen: set[int]) -> None:
+    """Every tensor inside a cache object, by id (a `copy.deepcopy` memo that keeps them shared)."""
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        found[id(value)] = value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_tensors(item, found, seen)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_tensors(item, found, seen)
+    elif hasattr(value, "__dict__"):
+        _collect_tensors(vars(value), found, seen)
 
 
 @dataclass
