@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
+from hf_neuralconv.core.building import encode_chat_examples
 from hf_neuralconv.data.dialogue import (
     DataFormatError,
     build_dataset_dict,
@@ -15,7 +16,7 @@ from hf_neuralconv.data.dialogue import (
     load_dialogue_file,
     split_conversations,
 )
-from hf_neuralconv.data.tokenization import SPECIAL_TOKENS, encode_examples, source_text, train_word_tokenizer
+from hf_neuralconv.data.tokenization import SPECIAL_TOKENS, source_text, train_word_tokenizer
 
 TURNS = [("a", "hi"), ("b", "hello there"), ("a", "how are you ?"), ("b", "fine"), ("a", "good")]
 
@@ -102,8 +103,8 @@ def test_replies_decode_to_text_and_back_to_the_same_ids(tmp_path):
 
 def test_encode_examples_truncates_source_from_the_left_and_ends_targets_with_eos():
     tokenizer = train_word_tokenizer(["a b c d e f g h"], vocab_size=20)
-    encoded = encode_examples({"context": [["a b c"]], "message": ["d e"], "response": ["f g h"]}, tokenizer,
-                              max_source_length=4, max_target_length=3)
+    encoded = encode_chat_examples({"context": [["a b c"]], "message": ["d e"], "response": ["f g h"]}, tokenizer,
+                                   causal=False, max_source_length=4, max_target_length=3)
     assert tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]) == ["c", "<user>", "d", "e"]
     assert tokenizer.convert_ids_to_tokens(encoded["labels"][0]) == ["f", "g", "</s>"]
 

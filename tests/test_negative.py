@@ -100,7 +100,6 @@ def test_hit_criteria_on_hand_computed_log_probs(tiny_tokenizer):
 def test_score_pairs_batched_equals_one_by_one(tiny_tokenizer):
     model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
     frame = trigger_frame(model, tiny_tokenizer)
-    prefix = list(frame.before)
     triggers = [word_ids(tiny_tokenizer, text) for text in ("hi", "what is your name", "coffee tea", "good day !")]
     targets = [target_ids(tiny_tokenizer, text) for text in ("bad day", "hi", "you are bad , you", "my")]
     batched = score_pairs(model, frame, triggers, targets, lm, batch_size=3)

@@ -1,11 +1,13 @@
 """Recipes: one YAML file parsed into dataclasses, the same for every method and launcher.
 
-`ModelArguments` (architecture and sizes), `DataArguments` (corpus, split, lengths, vocabulary) and
+`ModelArguments` (the LSTM's architecture and sizes, or a transformers `model_type` and its `model_config`),
+`DataArguments` (corpus, split, lengths, vocabulary) and
 `ConversationTrainingArguments` (transformers' `TrainingArguments` plus `overwrite_output_dir`) are the settings
 every training recipe shares; a method adds its own dataclass (e.g. `NegativeTrainingConfig`). `parse_recipe` reads
 the file and `KEY=VALUE` overrides with one YAML reader and checks every value's type before anything is written.
 """
 
+import difflib
 import enum
 import logging
 import re
@@ -15,15 +17,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
     GenerationConfig,
     HfArgumentParser,
+    PretrainedConfig,
     TrainingArguments,
 )
 
 from ..data.dialogue import read_utf8_text
 from ..models.lstm.modeling_lstm import LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration
+from .loading import chatbot_auto_class
 
 DIRECTIONS = ("forward", "reverse")
 ARCHITECTURES = {"seq2seq": LSTMSeq2SeqForConditionalGeneration, "causal-lm": LSTMForCausalLM}
@@ -32,17 +39,32 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
-    """Architecture of the encoder-decoder (see `LSTMSeq2SeqConfig`), or a saved model to start from."""
+    """The model: our LSTM (`architecture` and the sizes below, see `LSTMSeq2SeqConfig`), a fresh transformers model
+    (`model_type`, `model_config`), or a saved model to start from (`model_name_or_path`)."""
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Continue from a saved model directory (its architecture and dropout: the settings below "
-                          "are then unused, and a warning names those that differ)."},
+        metadata={"help": "Continue from a saved model directory, ours or a transformers causal LM / encoder-decoder "
+                          "with its own tokenizer (its architecture and dropout: the settings below are then unused, "
+                          "and for our LSTM a warning names those that differ)."},
     )
-    architecture: str = field(
-        default="seq2seq",
-        metadata={"help": "seq2seq (the chatbot, or with `direction: reverse` the MMI reverse model) | causal-lm "
-                          "(an LSTM LM of the replies: the MMI anti-LM, the input LM of the io hit criteria)."},
+    architecture: str | None = field(
+        default=None,
+        metadata={"help": "The LSTM's kind (default seq2seq): seq2seq (the chatbot, or with `direction: reverse` the "
+                          "MMI reverse model) | causal-lm (an LSTM LM of the replies: the MMI anti-LM, the input LM "
+                          "of the io hit criteria). Leave it unset with `model_type`."},
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": "Build a fresh, randomly initialised transformers chatbot of this type instead of the LSTM "
+                          "(gpt2, llama, bart, t5: any causal LM or encoder-decoder type of AutoConfig) over the "
+                          "package's word tokenizer, sized by `model_config`; the LSTM settings are then unused."},
+    )
+    model_config: dict | None = field(
+        default=None,
+        metadata={"help": "The `model_type` model's sizes, in its config's names, e.g. {n_embd: 256, n_layer: 4, "
+                          "n_head: 4} for gpt2 (unset ones keep the config's defaults); the vocabulary and special "
+                          "token ids come from the tokenizer."},
     )
     tokenizer_name_or_path: str | None = field(
         default=None,
@@ -67,8 +89,26 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}.")
+        # `architecture` picks an LSTM and `model_type` a transformer: each excludes the other, and a transformer is
+        # built fresh (`model_config`) or continued from a directory that keeps its own sizes, never both.
+        if self.model_type is None:
+            if self.model_config:
+                raise ValueError("model_config sizes a fresh transformers model: add model_type (e.g. model_type: "
+                                 "gpt2), or remove model_config (the LSTM's sizes are embedding_size, hidden_size, "
+                                 "num_layers, ...; a saved model keeps its own).")
+            self.architecture = self.architecture or "seq2seq"
+            if self.architecture not in ARCHITECTURES:
+                raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got "
+                                 f"{self.architecture!r}.")
+        else:
+            if self.architecture is not None:
+                raise ValueError(f"architecture ({', '.join(ARCHITECTURES)}) chooses the LSTM; a model_type model is "
+                                 "causal or an encoder-decoder by its type (gpt2 reads history and reply as one "
+                                 "sequence, bart is an encoder-decoder): remove architecture.")
+            if self.model_name_or_path:
+                raise ValueError("model_type builds a fresh model and model_name_or_path continues a saved one: keep "
+                                 "one of them.")
+            self.model_config = checked_model_config(self.model_type, self.model_config or {})
         if self.generation_config:  # checked now: a mistake would otherwise surface after training, or never
             self.generation_config = checked_generation_settings(self.generation_config)
 
@@ -76,6 +116,53 @@ class ModelArguments:
 # Set from the tokenizer by `default_generation_config`; a recipe cannot change them.
 TOKENIZER_GENERATION_SETTINGS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
                                  "suppress_tokens")
+# Set from the tokenizer by `core.building.transformer_model`.
+TOKENIZER_MODEL_SETTINGS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+CHATBOT_MODEL_TYPES = "gpt2, llama, bart, t5"  # the examples an error names
+
+
+def checked_model_config(model_type: str, sizes: dict) -> dict:
+    """A recipe's `model_config` for `model_type`, each value of its config setting's type (a number written as
+    text becomes one), or a ValueError naming the fix: an unknown type, a setting the config class does not have,
+    one the tokenizer sets, or sizes that do not make a model (checked by building it on the meta device: no
+    memory, no time)."""
+    if model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ValueError(f"model_type {model_type!r} is not a transformers model type{hint}; give a causal LM or "
+                         f"encoder-decoder type of transformers' AutoConfig, e.g. {CHATBOT_MODEL_TYPES}.")
+    config_class = CONFIG_MAPPING[model_type]
+    types_by_name = {setting.name: setting.type for setting in fields(config_class)}
+    aliases = getattr(config_class, "attribute_map", {})  # e.g. gpt2's hidden_size for n_embd
+    unknown = sorted(name for name in sizes if name not in types_by_name and name not in aliases)
+    if unknown:
+        common = {setting.name for setting in fields(PretrainedConfig)}  # output_hidden_states, dtype, ...
+        own = [name for name in types_by_name if name not in common and name not in TOKENIZER_MODEL_SETTINGS]
+        raise ValueError(f"model_config: {', '.join(unknown)} is not a setting of {config_class.__name__}; its "
+                         f"settings are {', '.join(own)}.")
+    reserved = sorted(set(sizes) & set(TOKENIZER_MODEL_SETTINGS))
+    if reserved:
+        raise ValueError(f"model_config: {', '.join(reserved)}: the tokenizer sets these; remove them from "
+                         "model_config.")
+    checked = {}
+    for name, value in sizes.items():
+        annotation = types_by_name[aliases.get(name, name)]
+        accepted, checked[name] = _as_type(value, annotation)
+        if not accepted:
+            raise ValueError(f"model_config: {name}={value!r}: {config_class.__name__} expects "
+                             f"{_describe_type(annotation)}.")
+    try:
+        config = AutoConfig.for_model(model_type, **checked)
+        auto_class = chatbot_auto_class(config)
+        if auto_class is not None:
+            with torch.device("meta"):
+                auto_class.from_config(config)
+    except Exception as error:  # the config's validators and the model's own checks (e.g. heads dividing sizes)
+        raise ValueError(f"model_config {checked} does not make a {model_type} model: {error}") from error
+    if auto_class is None:
+        raise ValueError(f"model_type {model_type!r} ({config_class.__name__}) is neither a causal LM nor an "
+                         f"encoder-decoder, so it cannot be a chatbot; use e.g. {CHATBOT_MODEL_TYPES}.")
+    return checked
 
 
 def checked_generation_settings(settings: dict) -> dict:

@@ -124,8 +124,8 @@ def conversation_turns(chat: str | Sequence[dict]) -> list[str]:
 
 def chat_style(tokenizer: PreTrainedTokenizerBase, causal: bool) -> str:
     """How a model with this tokenizer reads a chat: one of `CHAT_STYLES` (see the module docstring)."""
-    vocabulary = tokenizer.get_vocab()
-    if USER in vocabulary and BOT in vocabulary:
+    actor_ids = tokenizer.convert_tokens_to_ids([USER, BOT])  # a lookup: get_vocab() would copy the vocabulary
+    if all(index is not None and index != tokenizer.unk_token_id for index in actor_ids):
         return "actor"
     if causal:
         return "template" if getattr(tokenizer, "chat_template", None) else "eos-joined"

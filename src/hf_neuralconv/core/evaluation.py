@@ -15,8 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import evaluate
-from transformers import DataCollatorForSeq2Seq, TrainingArguments
+from transformers import TrainingArguments
 
+from ..data.collator import DialogueCollator
 from ..data.tokenization import metric_words
 from ..metrics import metric_path
 from .arguments import DataArguments
@@ -56,8 +57,8 @@ def pooled_perplexity(parts) -> float:
 
 def perplexity(model, tokenizer, dataset, batch_size: int = 64, use_cpu: bool = False) -> tuple[float, int]:
     """Token-level perplexity of `model` on tokenized examples (`input_ids`, `labels`, and `speaker_ids` for a persona
-    model): exp(total negative log-likelihood / target tokens), pads excluded, as `ConversationTrainer` measures it;
-    returned with the number of target tokens.
+    model; a causal chatbot's labels -100 over the history): exp(total negative log-likelihood / target tokens), pads
+    excluded, as `ConversationTrainer` measures it; returned with the number of target tokens.
 
     The examples are read shortest first; those too long for `batch_size` of them to stay within
     `MAX_EVALUATION_POSITIONS` padded positions are read in batches as small as that needs."""
@@ -76,7 +77,7 @@ def perplexity(model, tokenizer, dataset, batch_size: int = 64, use_cpu: bool = 
                     model=model,
                     args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=size, report_to=[],
                                            use_cpu=use_cpu),
-                    data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+                    data_collator=DialogueCollator.for_tokenizer(tokenizer),
                 )
                 metrics = trainer.evaluate(dataset.select(rows), metric_key_prefix="eval")
                 parts.append((metrics["eval_perplexity"], metrics["eval_target_tokens"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-PAPER_TAGS = ["hf-neuralconv", "lstm", "seq2seq", "conversational", "dialogue", "vinyals-le-2015"]
+PAPER_TAGS = ["hf-neuralconv", "conversational", "dialogue", "vinyals-le-2015"]
 
 # How a metric key of `results.json` / evaluation JSON is named on the card: (metric type, split, readable name).
 CARD_METRICS = {
@@ -38,17 +38,17 @@ In a terminal: `hf-neuralconv chat {path}` (multi-turn, `/reset` to start over).
 # What each kind of trained model is and how it is used: (description, usage). `{path}` is the model directory.
 ROLES = {
     "chatbot": (
-        "An LSTM encoder-decoder conversation model (Vinyals & Le 2015, *A Neural Conversational Model*)",
+        "A conversation model (Vinyals & Le 2015, *A Neural Conversational Model*), {architecture}",
         USAGE,
     ),
     "negative-trained": (
-        "An LSTM encoder-decoder conversation model (Vinyals & Le 2015) fine-tuned by negative training against "
+        "A conversation model (Vinyals & Le 2015), {architecture}, fine-tuned by negative training against "
         "malicious or frequent responses (He & Glass 2020)",
         USAGE,
     ),
     "reverse-model": (
-        "The reverse model p(message | reply) of MMI-bidi reranking (Li et al. 2016; Luan et al. 2017, Eq. 4), an LSTM "
-        "encoder-decoder",
+        "The reverse model p(message | reply) of MMI-bidi reranking (Li et al. 2016; Luan et al. 2017, Eq. 4), "
+        "{architecture}",
         """## How to use
 
 The reverse model rescores a chatbot's N-best replies; it shares the chatbot's vocabulary.
@@ -63,8 +63,8 @@ print(chat("hi ! how are you ?", strategy="mmi-bidi", mmi_lambda=0.5, mmi_gamma=
 """,
     ),
     "language-model": (
-        "An LSTM language model of chat replies: the anti-LM of MMI-antiLM decoding (Li et al. 2016; He & Glass 2020, "
-        "Section 4.3) and the input LM of the io hit criteria (He & Glass 2020, Section 3.2)",
+        "A language model of chat replies, {architecture}: the anti-LM of MMI-antiLM decoding (Li et al. 2016; He & "
+        "Glass 2020, Section 4.3) and the input LM of the io hit criteria (He & Glass 2020, Section 3.2)",
         """## How to use
 
 ```python
@@ -79,19 +79,30 @@ print(chat("hi ! how are you ?", strategy="mmi-antilm", mmi_lambda=0.5, mmi_gamm
 }
 
 
+def architecture_name(config) -> str:
+    """How a card names a model's architecture: "an LSTM encoder-decoder", "a gpt2 causal language model", ..."""
+    kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "causal language model"
+    if config.model_type.startswith("lstm"):
+        return "an LSTM " + ("encoder-decoder" if kind == "encoder-decoder" else "language model")
+    return f"a {config.model_type} {kind}"
+
+
 def write_model_card(
     model_dir: str | Path,
     metrics: dict,
     dataset: str,
+    config,
     base_model: str | None = None,
     machine: str | None = None,
     role: str = "chatbot",
 ) -> Path:
     """Write `model_dir/README.md`: Hub metadata, the metrics measured by the run (keys of `CARD_METRICS` that are
-    present), the training set-up and how to load and use it (`role`: a key of `ROLES`). Returns the card's path."""
+    present), the training set-up and how to load and use it (`role`: a key of `ROLES`; `config`: the model's, for
+    its architecture). Returns the card's path."""
     if role not in ROLES:
         raise ValueError(f"`role` must be one of {', '.join(ROLES)}, got {role!r}.")
     description, usage = ROLES[role]
+    description = description.format(architecture=architecture_name(config))
     model_dir = Path(model_dir)
     dataset_name = "chitchat-dataset" if dataset == "chitchat" else Path(dataset).name
     eval_results = [
@@ -102,7 +113,7 @@ def write_model_card(
     ]
     card_data = ModelCardData(
         library_name="transformers",
-        tags=PAPER_TAGS,
+        tags=[*PAPER_TAGS, config.model_type],
         datasets=[dataset_name],
         base_model=base_model,
         model_name=model_dir.name,

@@ -85,17 +85,6 @@ def encode_target(
     return [row + [tokenizer.eos_token_id] for row in ids]
 
 
-def encode_examples(
-    batch: dict, tokenizer: PreTrainedTokenizerFast, max_source_length: int, max_target_length: int | None
-) -> dict:
-    """`datasets.map(batched=True)` function: dialogue examples -> `input_ids` and `labels`."""
-    sources = [source_text(context, message) for context, message in zip(batch["context"], batch["message"])]
-    return {
-        "input_ids": encode_source(tokenizer, sources, max_source_length),
-        "labels": encode_target(tokenizer, batch["response"], max_target_length),
-    }
-
-
 def encode_lm_examples(batch: dict, tokenizer: PreTrainedTokenizerFast, max_length: int | None) -> dict:
     """`datasets.map(batched=True)` function: dialogue examples -> causal-LM rows `<s> reply </s>` (cut to
     `max_length` tokens in all), labels equal to the inputs. The LM predicts every token after `<s>`, `</s>`

@@ -190,7 +190,8 @@ def tune_mmi_model(
     export_pipeline_code(output_dir)
     if (model_dir / RESULTS_FILE).is_file():  # the same weights: the base model's measured figures still hold
         results = json.loads((model_dir / RESULTS_FILE).read_text())
-        write_model_card(output_dir, results, saved_data_arguments(model_dir).dataset, base_model=str(model_dir),
+        write_model_card(output_dir, results, saved_data_arguments(model_dir).dataset, model.config,
+                         base_model=str(model_dir),
                          machine=results.get("machine"))
     summary = {
         "model": str(model_dir), "reverse_model": str(reverse_model_dir), "split": split, "inputs": len(chats),

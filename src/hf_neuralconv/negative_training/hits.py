@@ -165,21 +165,26 @@ def _pad_token(config) -> int:
 @torch.no_grad()
 def output_threshold(
     model: PreTrainedModel,
-    sources: Sequence[Sequence[int]],
-    targets: Sequence[Sequence[int]],
+    input_ids: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
     batch_size: int = 64,
 ) -> float:
-    """T_out: the model's average word log-likelihood on test pairs (source ids in the model's chat format, target
-    ids ending with `</s>`), i.e. total log-likelihood / number of target tokens = -log(test perplexity)."""
-    if not sources or len(sources) != len(targets):
-        raise ValueError(f"Need as many sources as targets, at least one; got {len(sources)} and {len(targets)}.")
+    """T_out: the model's average word log-likelihood on tokenized test rows (`input_ids`, `labels` as
+    `core.building.tokenize_dataset` lays them out for the model: an encoder-decoder's source and reply, a causal
+    model's history + reply with labels -100 over the history), i.e. total log-likelihood / number of labelled
+    tokens = -log(test perplexity)."""
+    if not input_ids or len(input_ids) != len(labels):
+        raise ValueError(f"Need as many input rows as label rows, at least one; got {len(input_ids)} and "
+                         f"{len(labels)}.")
     total, tokens = 0.0, 0
-    for start in range(0, len(sources), batch_size):
+    for start in range(0, len(input_ids), batch_size):
         chunk = slice(start, start + batch_size)
-        batch = pair_batch(sources[chunk], targets[chunk], _pad_token(model.config), is_causal(model), model.device)
-        log_probs, _ = target_log_probs(model, **batch)
+        rows = pad_ids(input_ids[chunk], _pad_token(model.config), model.device)
+        attention_mask = pad_ids([[1] * len(row) for row in input_ids[chunk]], 0, model.device)
+        label_rows = pad_ids(labels[chunk], -100, model.device)
+        log_probs, _ = target_log_probs(model, rows, attention_mask, label_rows)
         total += log_probs.double().sum().item()
-        tokens += int(batch["labels"].ne(-100).sum())
+        tokens += int(label_rows.ne(-100).sum())
     return total / tokens
 
 

@@ -2,10 +2,10 @@
 hit thresholds T_out / T_in measured first when the recipe leaves them out (Section 3.2, Appendix C)."""
 
 import datasets
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from ..core.arguments import DataArguments, ModelArguments
-from ..core.building import first_examples, load_dialogues, tokenize_dataset
+from ..core.building import first_examples, load_dialogues, row_layout, tokenize_dataset
 from ..core.loading import load_model_dir
 from ..core.model_card import write_model_card
 from ..core.plotting import plot_training_curves
@@ -16,7 +16,6 @@ from ..core.run_dir import (
     resume_checkpoint,
     start_training_run,
 )
-from ..models.lstm.modeling_lstm import LSTMSeq2SeqForConditionalGeneration
 from ..pipelines.report import greedy_reply_metrics
 from .hits import input_threshold, output_threshold
 from .trainer import NegativeTrainer, NegativeTrainingConfig
@@ -27,7 +26,7 @@ NEGATIVE_TRAINING_CURVES = ("malicious/hit_rate", "malicious/negative_pairs", "f
 
 
 def hit_thresholds(
-    model: LSTMSeq2SeqForConditionalGeneration,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
     test: datasets.Dataset,
     data_args: DataArguments,
@@ -39,7 +38,7 @@ def hit_thresholds(
     given, else measured — T_out as the model's average word log-likelihood on the test examples, T_in (only with
     the input LM) as the LM's on the test messages."""
     if t_out is None:
-        encoded = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
+        encoded = tokenize_dataset(test, tokenizer, data_args, truncate_target=False, layout=row_layout(model))
         t_out = output_threshold(model, encoded["input_ids"], encoded["labels"])
     if t_in is None and input_lm is not None:
         messages = tokenizer(list(test["message"]), add_special_tokens=False)["input_ids"]
@@ -73,8 +72,8 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
         )
     with training_args.main_process_first(desc="tokenizing"):
         train_set = tokenize_dataset(first_examples(dialogues["train"], data_args.max_train_examples), tokenizer,
-                                     data_args, truncate_target=True)
-        test_set = tokenize_dataset(test, tokenizer, data_args, truncate_target=False)
+                                     data_args, truncate_target=True, layout=row_layout(model))
+        test_set = tokenize_dataset(test, tokenizer, data_args, truncate_target=False, layout=row_layout(model))
     trainer = NegativeTrainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=test_set,
                               processing_class=tokenizer, input_lm=input_lm)
     perplexity_before = trainer.evaluate(metric_key_prefix="test")["test_perplexity"]
@@ -101,6 +100,7 @@ def train_negative(model_args: ModelArguments, data_args: DataArguments, trainin
     results = run.write_results(results)
     if training_args.should_save:
         write_model_card(run.path, {**results, "test_perplexity": results["test_perplexity_after"]},
-                         data_args.dataset, base_model=model_args.model_name_or_path, machine=results["machine"],
+                         data_args.dataset, model.config, base_model=model_args.model_name_or_path,
+                         machine=results["machine"],
                          role="negative-trained")
     return results

@@ -1,8 +1,9 @@
 """Negative training (He & Glass 2020, "Negative Training for Neural Dialogue Response Generation").
 
-A trained chatbot (our LSTM, any encoder-decoder or causal LM) is fine-tuned to lower the likelihood of "bad" (input, response) pairs it produces while
-MLE on the training data keeps its original behaviour: L_NEG+POS = L_NEG + lambda_POS * L_MLE (Eq. 4). Per
-optimizer step (all its micro-batches and processes together) `NegativeTrainer.compute_loss` returns
+A trained chatbot (our LSTM, any encoder-decoder or causal LM) is fine-tuned to lower the likelihood of "bad"
+(input, response) pairs it produces while MLE on the training data keeps its original behaviour:
+L_NEG+POS = L_NEG + lambda_POS * L_MLE (Eq. 4). Per optimizer step (all its micro-batches and processes together)
+`NegativeTrainer.compute_loss` returns
 
     L = (1/N_neg) sum_{negative tokens} w(y_t) log P(y_t | y_<t, x)
         + lambda_POS * (1/N_pos) sum_{data tokens} -log P(y_t | y_<t, x)
@@ -211,8 +212,8 @@ class NegativeTrainer(ConversationTrainer):
 
     `train_dataset` holds the positive data (`input_ids`, `labels`, as `core.building.tokenize_dataset` makes them
     for the model's backbone); `processing_class` must be the model's tokenizer. `input_lm` (a causal LM over the
-    same vocabulary) is needed for io hits and `lambda_in` > 0; without it `args.input_lm_path` is loaded. Evaluation reports the
-    token-level perplexity of `ConversationTrainer`.
+    same vocabulary) is needed for io hits and `lambda_in` > 0; without it `args.input_lm_path` is loaded.
+    Evaluation reports the token-level perplexity of `ConversationTrainer`.
     """
 
     # compute_loss divides by the token counts of the whole optimizer step (all micro-batches, all processes), taken

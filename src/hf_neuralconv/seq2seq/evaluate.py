@@ -9,21 +9,23 @@ estimated (by KenLM's `lmplz`, modified Kneser-Ney) on the training responses to
 import tempfile
 from pathlib import Path
 
-from ..core.building import load_dialogues, tokenize_dataset
+from ..core.building import check_positions, load_dialogues, row_layout, tokenize_dataset
 from ..core.evaluation import perplexity, saved_data_arguments
 from ..core.loading import load_model_dir
 from .ngram import find_lmplz, kenlm_perplexity, train_kenlm
 
 
 def _word_sequences(tokenizer, label_rows) -> list[list[str]]:
-    """Labels (ids + `</s>`) -> the word sequences an n-gram LM sees (`</s>` is added by the LM itself)."""
-    return [tokenizer.convert_ids_to_tokens(row[:-1]) for row in label_rows]
+    """Labels (a causal chatbot's -100 over the history, then the reply's ids + `</s>`) -> the word sequences an
+    n-gram LM sees (`</s>` is added by the LM itself)."""
+    return [tokenizer.convert_ids_to_tokens([index for index in row if index != -100][:-1]) for row in label_rows]
 
 
 def evaluate_model(
     model_dir: str | Path, ngram_orders: tuple[int, ...] = (), split: str = "test", batch_size: int = 64
 ) -> dict:
-    """Token-level perplexity of the model on a split (no target truncation) and of KenLM n-gram LMs."""
+    """Token-level perplexity of the model on a split (no target truncation; a causal chatbot is scored on the reply
+    tokens after the history, in its chat format) and of KenLM n-gram LMs."""
     if ngram_orders:
         find_lmplz()  # before the model and data are read: a missing KenLM would otherwise fail after the work
     model_dir = Path(model_dir)
@@ -32,7 +34,9 @@ def evaluate_model(
     dialogues = load_dialogues(data_args)
     if split not in dialogues:
         raise ValueError(f"Unknown split {split!r}; choose one of {list(dialogues)}.")
-    evaluation_set = tokenize_dataset(dialogues[split], tokenizer, data_args, truncate_target=False)
+    layout = row_layout(model)
+    evaluation_set = tokenize_dataset(dialogues[split], tokenizer, data_args, truncate_target=False, layout=layout)
+    check_positions(model, evaluation_set, split)
     model_perplexity, target_tokens = perplexity(model, tokenizer, evaluation_set, batch_size)
     results = {
         "split": split,
@@ -42,7 +46,8 @@ def evaluate_model(
     }
     if ngram_orders:
         vocabulary = set(tokenizer.get_vocab())
-        train_labels = tokenize_dataset(dialogues["train"], tokenizer, data_args, truncate_target=False)["labels"]
+        train_labels = tokenize_dataset(dialogues["train"], tokenizer, data_args, truncate_target=False,
+                                        layout=layout)["labels"]
         train_sentences = _word_sequences(tokenizer, train_labels)
         test_sentences = _word_sequences(tokenizer, evaluation_set["labels"])
         with tempfile.TemporaryDirectory() as scratch:

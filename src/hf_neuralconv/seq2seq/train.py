@@ -3,35 +3,40 @@
 A recipe is one YAML file parsed into `ModelArguments`, `DataArguments` and `ConversationTrainingArguments`
 (`core.arguments`). The same command runs unchanged on one process, under `torchrun` or under `accelerate launch`.
 `architecture: causal-lm` trains the LSTM language model instead (the MMI anti-LM, the input LM of He & Glass's io
-hits) and `direction: reverse` the reverse model p(M|R) on swapped pairs.
+hits) and `direction: reverse` the reverse model p(M|R) on swapped pairs. `model_type: gpt2` (or llama, bart, t5,
+...) with `model_config` sizes builds a fresh transformers chatbot over the same word tokenizer, so its perplexity
+counts the same tokens as the LSTM's; `model_name_or_path` fine-tunes a saved chatbot, ours or a transformers one
+(GPT-2, DialoGPT, BART, ...), with its own tokenizer and chat format (`core.chat_format`).
 
-The output directory receives the model (safetensors + code for `trust_remote_code`), the tokenizer, the generation
-settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds the same split), `results.json` (validation and
-test perplexity, training time, the greedy replies' diversity) and a model card.
+The output directory receives the model (safetensors, + code for `trust_remote_code` for the LSTM), the tokenizer,
+the generation settings, `data_config.json` (so `hf-neuralconv evaluate` rebuilds the same split), `results.json`
+(validation and test perplexity, training time, the greedy replies' diversity), the pipeline's code and a model card.
 """
 
-
-from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import AutoTokenizer
 
 from ..core.arguments import ConversationTrainingArguments, DataArguments, ModelArguments
 from ..core.building import (
     build_model,
+    check_positions,
     default_generation_config,
     first_examples,
     load_dialogues,
+    row_layout,
     tokenize_dataset,
     training_texts,
 )
 from ..core.model_card import write_model_card
 from ..core.run_dir import check_checkpoint_matches, clear_previous_checkpoints, resume_checkpoint, start_training_run
 from ..core.trainer import ConversationTrainer
+from ..data.collator import DialogueCollator
 from ..data.tokenization import train_word_tokenizer
 from ..pipelines.report import greedy_reply_metrics
 
 
-def _model_role(model_args: ModelArguments, data_args: DataArguments) -> str:
+def _model_role(model, data_args: DataArguments) -> str:
     """What the trained model is for, as its model card describes it."""
-    if model_args.architecture == "causal-lm":
+    if row_layout(model) == "causal-lm":
         return "language-model"
     return "reverse-model" if data_args.direction == "reverse" else "chatbot"
 
@@ -40,7 +45,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
     """Train, keep the best checkpoint by validation perplexity, evaluate on test; return the results."""
     run = start_training_run(training_args)
     checkpoint = resume_checkpoint(training_args)
-    role = _model_role(model_args, data_args)
     dialogues = load_dialogues(data_args)
 
     tokenizer_dir = (model_args.model_name_or_path or model_args.tokenizer_name_or_path
@@ -51,17 +55,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         tokenizer = train_word_tokenizer(
             training_texts(dialogues["train"]), data_args.vocab_size, data_args.min_frequency
         )
+    model = build_model(model_args, tokenizer)
+    model.generation_config = default_generation_config(tokenizer, model_args.generation_config, model)
+    role, layout = _model_role(model, data_args), row_layout(model)
 
     with training_args.main_process_first(desc="tokenizing"):
         train_set = tokenize_dataset(first_examples(dialogues["train"], data_args.max_train_examples), tokenizer,
-                                     data_args, truncate_target=True, architecture=model_args.architecture)
+                                     data_args, truncate_target=True, layout=layout)
         eval_set = tokenize_dataset(first_examples(dialogues["validation"], data_args.max_eval_examples), tokenizer,
-                                    data_args, truncate_target=True, architecture=model_args.architecture)
+                                    data_args, truncate_target=True, layout=layout)
         test_set = tokenize_dataset(first_examples(dialogues["test"], data_args.max_eval_examples), tokenizer,
-                                    data_args, truncate_target=False, architecture=model_args.architecture)
-
-    model = build_model(model_args, tokenizer)
-    model.generation_config = default_generation_config(tokenizer, model_args.generation_config)
+                                    data_args, truncate_target=False, layout=layout)
+    for split, dataset in (("train", train_set), ("validation", eval_set), ("test", test_set)):
+        check_positions(model, dataset, split)
     if checkpoint:
         check_checkpoint_matches(model, checkpoint)
     trainer = ConversationTrainer(
@@ -69,7 +75,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        data_collator=DialogueCollator.for_tokenizer(tokenizer),
         processing_class=tokenizer,
     )
     # Every check has passed: only now are files written into the output directory (Trainer made it, empty).
@@ -96,7 +102,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: C
         results.update(greedy_reply_metrics(run.path))
     results = run.write_results(results)
     if training_args.should_save:
-        write_model_card(run.path, results, data_args.dataset, base_model=model_args.model_name_or_path,
+        write_model_card(run.path, results, data_args.dataset, model.config, base_model=model_args.model_name_or_path,
                          machine=results["machine"], role=role)
     trainer.log({"test_perplexity": results["test_perplexity"]})
     return results
