@@ -17,6 +17,7 @@ from .speakers import (
     SpeakerVocabulary,
     add_speaker_embeddings,
     add_speaker_ids,
+    check_speaker_vectors,
     load_speaker_texts,
     speaker_adaptation_data,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "add_speaker_adapter",
     "add_speaker_embeddings",
     "add_speaker_ids",
+    "check_speaker_vectors",
     "load_speaker_adapters",
     "load_speaker_texts",
     "parse_speaker_adaptation_recipe",

@@ -1,12 +1,18 @@
-"""MTASK-S with PEFT: one base encoder-decoder and one LoRA adapter per target speaker (Luan et al. 2017, Section 5).
+"""MTASK-S with PEFT: one base model and one LoRA adapter per target speaker (Luan et al. 2017, Section 5), on any
+backbone: our LSTM encoder-decoder, a causal LM (GPT-2, Llama) or a transformers encoder-decoder (BART, T5).
 
-The paper trains a whole model per target speaker ("N models for N users"); here the general seq2seq model is shared
-and each speaker owns a low-rank adapter of the decoder — the part the autoencoder task adapts (Section 4: decoder
-shared between the tasks, encoders not); the seq2seq encoder stays the general one. PEFT's LoRA cannot wrap an
-`nn.LSTM` module, but it can adapt its weight matrices through `target_parameters`: the adapter covers every decoder
-LSTM weight, the attention layers and the projection before the softmax. The output layer (`lm_head`) is left out on
-purpose: PEFT saves the full input and output embedding matrices with an adapter that targets `lm_head`, and those
-are most of a conversation model's weights.
+The paper trains a whole model per target speaker ("N models for N users"); here the general model is shared and
+each speaker owns a low-rank adapter of the decoder — the part the autoencoder task adapts (Section 4: decoder
+shared between the tasks, encoders not); an encoder stays the general one. A causal LM is all decoder: its adapter
+covers every layer. `speaker_lora_config` picks the weights:
+
+* our LSTM: PEFT's LoRA cannot wrap an `nn.LSTM` module, but it can adapt its weight matrices through
+  `target_parameters`: every decoder LSTM weight, the attention layers and the projection before the softmax;
+* transformers models: PEFT's default LoRA targets of the model type (GPT-2 `c_attn`, Llama `q_proj`/`v_proj`, BART
+  `q_proj`/`v_proj`, T5 `q`/`v`), those of the decoder only for an encoder-decoder (its self- and cross-attention).
+
+The output layer (`lm_head`) and the embeddings are left out on purpose: PEFT saves the full input and output
+embedding matrices with an adapter that targets them, and those are most of a conversation model's weights.
 
     >>> model = LSTMSeq2SeqForConditionalGeneration.from_pretrained(base_dir, autoencoder_encoder=True)
     >>> speakers = SpeakerVocabulary(["alice", "bob"])
@@ -15,14 +21,21 @@ are most of a conversation model's weights.
     >>> model, speakers = load_speaker_adapters(base_model, adapters_dir)  # later: answer as any of them
     >>> set_speaker(model, speakers, "bob"); model.generate(...)
 
-The generic speaker of the vocabulary is the base model itself: `with model.disable_adapter(): ...`.
+An adapter trains as its base model does, on rows laid out for its backbone (`core.building.tokenize_dataset` with
+`layout=row_layout(model)`, batched by `DialogueCollator`): by `MultiTaskTrainer` for our LSTM and causal LMs (the
+autoencoder task needs our LSTM's second encoder, or a causal LM's empty history), by `ConversationTrainer` on
+conversations alone for BART and T5. The generic speaker of the vocabulary is the base model itself:
+`with model.disable_adapter(): ...`.
 """
 
 import copy
+import re
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
+from ..models.lstm.configuration_lstm import LSTMSeq2SeqConfig
 from ..models.lstm.modeling_lstm import LSTMEncoder
 from .speakers import GENERIC_SPEAKER, SpeakerVocabulary
 
@@ -36,8 +49,31 @@ def adapter_name(vocabulary: SpeakerVocabulary, speaker: str) -> str:
 
 
 def speaker_lora_config(model_config, r: int = 8, lora_alpha: int = 16) -> LoraConfig:
-    """LoRA of the decoder of an `LSTMSeq2SeqConfig` model: the input and recurrent weights of every decoder LSTM
-    layer (`target_parameters`), the attention's linear layers and the projection before the softmax, if any."""
+    """LoRA of the decoder of a model with this config (Luan et al. 2017, Section 5: MTASK-S adapts the decoder).
+
+    `LSTMSeq2SeqConfig`: the input and recurrent weights of every decoder LSTM layer (`target_parameters`), the
+    attention's linear layers and the projection before the softmax, if any. A transformers config: PEFT's default
+    LoRA targets of its model type, restricted to the decoder of an encoder-decoder. Another model type is a
+    ValueError: build its `LoraConfig` yourself."""
+    if isinstance(model_config, LSTMSeq2SeqConfig):
+        return _lstm_lora_config(model_config, r, lora_alpha)
+    model_type = model_config.model_type
+    if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise ValueError(f"PEFT has no default LoRA target modules for model type {model_type!r}: pass "
+                         "`add_speaker_adapter` a `LoraConfig` naming the decoder's linear layers.")
+    modules = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type]
+    if model_config.is_encoder_decoder:  # a regex is matched against the full module name
+        modules = rf"(.*\.)?decoder\..*\.({'|'.join(map(re.escape, modules))})"
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=0.0,  # as the LSTM's adapters must: one adapter recipe on every backbone
+        target_modules=modules,
+        fan_in_fan_out=model_type == "gpt2",  # GPT-2's `Conv1D` layers store their weights transposed
+    )
+
+
+def _lstm_lora_config(model_config: LSTMSeq2SeqConfig, r: int, lora_alpha: int) -> LoraConfig:
     lstm_weights = [f"decoder.{weight}_l{layer}" for layer in range(model_config.num_layers)
                     for weight in ("weight_ih", "weight_hh")]
     modules = []
@@ -59,10 +95,11 @@ def speaker_lora_config(model_config, r: int = 8, lora_alpha: int = 16) -> LoraC
 def add_speaker_adapter(model, vocabulary: SpeakerVocabulary, speaker: str, lora_config: LoraConfig | None = None):
     """Add and activate `speaker`'s adapter (MTASK-S, Luan et al. 2017, Section 5); returns the `PeftModel`.
 
-    `model` is the base model (it becomes a `PeftModel`) or a `PeftModel` holding other speakers' adapters. When the
-    base model has an autoencoder encoder, it is replaced by a freshly initialised, trainable one (Figure 3, step 1:
-    each speaker's multi-task training starts from a random autoencoder encoder). That encoder is not part of the
-    adapter: only training reads it.
+    `model` is the base model of any backbone (it becomes a `PeftModel`) or a `PeftModel` holding other speakers'
+    adapters; `lora_config` defaults to `speaker_lora_config(model.config)`. When the base model (our LSTM) has an
+    autoencoder encoder, it is replaced by a freshly initialised, trainable one (Figure 3, step 1: each speaker's
+    multi-task training starts from a random autoencoder encoder). That encoder is not part of the adapter: only
+    training reads it.
     """
     name = adapter_name(vocabulary, speaker)
     if isinstance(model, PeftModel):
@@ -73,7 +110,7 @@ def add_speaker_adapter(model, vocabulary: SpeakerVocabulary, speaker: str, lora
     else:
         model = get_peft_model(model, lora_config or speaker_lora_config(model.config), adapter_name=name)
     base = model.get_base_model()
-    if base.config.autoencoder_encoder:
+    if getattr(base.config, "autoencoder_encoder", False):
         encoder = LSTMEncoder(base.config).to(base.device)
         encoder.apply(base._init_weights)
         base.autoencoder_encoder = encoder  # a new module: trainable, outside the adapter

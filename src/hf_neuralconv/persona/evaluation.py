@@ -19,7 +19,7 @@ from ..core.loading import load_model_dir
 from ..mmi.rerank import generate_nbest, mmi_bidi_generate
 from .adapters import load_speaker_adapters, set_speaker
 from .config import EVALUATION_SPLITS, PROTOCOL_FILE, REPLY_METRIC_NAMES, SpeakerAdaptationArguments, run_results
-from .speakers import SpeakerVocabulary
+from .speakers import SpeakerVocabulary, check_speaker_vectors
 
 
 class SpeakerModel:
@@ -30,6 +30,8 @@ class SpeakerModel:
 
     def __init__(self, mode: str, model, tokenizer: PreTrainedTokenizerFast, target_speakers: Sequence[str],
                  vocabulary: SpeakerVocabulary | None = None, context_turns: int = 2, max_source_length: int = 64):
+        if mode == "mtask-m":
+            check_speaker_vectors(model)
         self.mode = mode
         self.model = model.eval()
         self.tokenizer = tokenizer

@@ -6,6 +6,7 @@
   vocabulary does not know is an error unless the caller asks for the generic speaker (`allow_generic=True`). It is
   saved beside the model as `speakers.json` (`{name: index}`), the file `pipeline("conversational", speaker=...)`
   reads, so a saved persona model answers as `speaker="<generic>"` or as any named speaker.
+* `check_speaker_vectors` — speaker vectors are an input of our LSTM decoder only: other backbones are an error.
 * `resize_speaker_embeddings` — room for new target speakers in a trained persona model; their vectors start random
   and are learned by the autoencoder task (MTASK-M, Luan et al. 2017, Section 5).
 * `add_speaker_embeddings` — a trained model without speakers becomes a persona model with unchanged outputs (MTASK-M
@@ -35,6 +36,7 @@ from ..data.dialogue import (
     chitchat_turns,
     dialogue_examples,
 )
+from ..models.lstm.configuration_lstm import LSTMSeq2SeqConfig
 
 GENERIC_SPEAKER = "<generic>"
 TEXT_FEATURES = datasets.Features({"text": datasets.Value("string"), "speaker": datasets.Value("string")})
@@ -141,10 +143,23 @@ def add_speaker_ids(
     )
 
 
+def check_speaker_vectors(model) -> None:
+    """Speaker vectors (MTASK-M; Luan et al. 2017, Eq. 1) join the input of our LSTM seq2seq decoder at every step;
+    a model of another backbone has no such input: a ValueError (docs/persona.md says why and what would replace it).
+    """
+    if model.config.model_type != LSTMSeq2SeqConfig.model_type:
+        raise ValueError(
+            f"Speaker vectors (MTASK-M, Luan et al. 2017 Eq. 1) are an input of our LSTM seq2seq decoder; a "
+            f"{model.config.model_type} model has none. Adapt it to target speakers with one LoRA adapter per speaker "
+            "(MTASK-S, `hf_neuralconv.persona.add_speaker_adapter`); see docs/persona.md."
+        )
+
+
 def resize_speaker_embeddings(model, num_speakers: int) -> nn.Embedding:
     """Grow the speaker embedding table of a persona model to `num_speakers` rows (e.g. `len(vocabulary)` after
     `extend`). Existing vectors are kept; new ones are drawn from U(-init_range, init_range), as Luan et al. (2017,
     Section 5) initialise the unseen target speakers of MTASK-M before the multi-task stage."""
+    check_speaker_vectors(model)
     old = model.speaker_embeddings
     if old is None:
         raise ValueError("The model has no speaker embeddings (num_speakers=0): build it as a persona model.")
@@ -167,6 +182,7 @@ def add_speaker_embeddings(model, num_speakers: int, speaker_embedding_size: int
     decoder input (Eq. 1's W grows by the columns that read s_i); those new input columns of the first decoder LSTM
     layer start at zero, so every speaker's outputs equal the trained model's until training moves them. The other
     weights are kept as they are."""
+    check_speaker_vectors(model)
     if model.speaker_embeddings is not None:
         raise ValueError("The model already has speaker embeddings: add speakers with `resize_speaker_embeddings`.")
     if num_speakers < 1 or speaker_embedding_size < 1:

@@ -1,17 +1,20 @@
 """`MultiTaskTrainer`: the multi-task speaker-role adaptation of Luan et al. (2017, Section 4, Figure 3).
 
-Two tasks train one encoder-decoder built with `autoencoder_encoder=True`:
+Two tasks train one encoder-decoder built with `autoencoder_encoder=True` (our LSTM), or one causal LM:
 
 * seq2seq — predict a response from its context, on the general conversation data (`train_dataset`);
 * autoencoder — predict an utterance of a target speaker from itself, read by the second encoder, on the target
-  speakers' non-conversational text (`autoencoder_dataset`, made by `encode_autoencoder_examples`).
+  speakers' non-conversational text (`autoencoder_dataset`, made by `encode_autoencoder_examples`). A causal LM is
+  all decoder and has no encoder to read the utterance with: its task is the utterance as the reply to an empty
+  history, the same language model of the speaker's replies that the shared decoder learns.
 
 The decoder (with its attention, output layer and, for MTASK-M, the speaker vectors of Eq. 1) is shared, the encoders
-are not, so the autoencoder task adapts the language model of the responses to the target speakers. The schedule is
-Figure 3: (step 2) seq2seq updates only until the dev perplexity converges, or for `pretrain_steps` updates; (step
-3) cycles of `seq2seq_batches_per_cycle` seq2seq updates followed by `autoencoder_batches_per_cycle` autoencoder
-updates until the dev perplexity converges again; (step 4) the best model by seq2seq dev perplexity is kept
-(`load_best_model_at_end` with `metric_for_best_model="perplexity"`).
+are not, so the autoencoder task adapts the language model of the responses to the target speakers. A transformers
+encoder-decoder (BART, T5) has no second encoder: its speaker adapters train on conversations alone
+(`ConversationTrainer`). The schedule is Figure 3: (step 2) seq2seq updates only until the dev perplexity converges,
+or for `pretrain_steps` updates; (step 3) cycles of `seq2seq_batches_per_cycle` seq2seq updates followed by
+`autoencoder_batches_per_cycle` autoencoder updates until the dev perplexity converges again; (step 4) the best model
+by seq2seq dev perplexity is kept (`load_best_model_at_end` with `metric_for_best_model="perplexity"`).
 
 Each optimizer update belongs to one task: with gradient accumulation all its micro-batches come from that task's
 data. `max_steps` counts the updates of both tasks; an epoch is as many updates as the general data has batches.
@@ -26,9 +29,12 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedTokenizerFast, TrainerCallback, TrainingArguments
+from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
+from ..core.building import encode_chat_examples
+from ..core.chat_format import empty_history_prompt
+from ..core.scoring import is_causal
 from ..core.trainer import ConversationTrainer
 from ..data.tokenization import encode_target
 from ..models.lstm.modeling_lstm import AUTOENCODER_TASK, SEQ2SEQ_TASK
@@ -90,9 +96,18 @@ class MultiTaskConfig(TrainingArguments):
             raise ValueError("`convergence_patience` must be >= 1 and `convergence_threshold` in [0, 1).")
 
 
-def encode_autoencoder_examples(batch: dict, tokenizer: PreTrainedTokenizerFast, max_length: int | None) -> dict:
+def encode_autoencoder_examples(batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int | None,
+                                causal: bool = False) -> dict:
     """`datasets.map(batched=True)` function: text -> the autoencoder task's `input_ids` (the utterance) and `labels`
-    (the same tokens followed by `</s>`), cut to `max_length` label tokens (Luan et al. 2017, Section 4)."""
+    (the same tokens followed by `</s>`), cut to `max_length` label tokens (Luan et al. 2017, Section 4).
+
+    `causal`: a causal chatbot's rows of the utterance as the reply to an empty history (`encode_chat_examples`:
+    `empty_history_prompt` + reply, labels -100 over the prompt); reading the utterance first would make the task a
+    copy."""
+    if causal:
+        empty = [""] * len(batch["text"])
+        examples = {"context": [[] for _ in empty], "message": empty, "response": batch["text"]}
+        return encode_chat_examples(examples, tokenizer, causal, len(empty_history_prompt(tokenizer)), max_length)
     labels = encode_target(tokenizer, batch["text"], max_length)
     return {"input_ids": [row[:-1] for row in labels], "labels": labels}
 
@@ -129,9 +144,11 @@ class MultiTaskTrainer(ConversationTrainer):
     optimizer update; dev perplexity (`eval_dataset`, the target speakers' held-out conversations) decides when each
     phase ends and which checkpoint is kept.
 
-    The model needs `autoencoder_encoder=True`. MTASK-M: a persona model whose `speaker_ids` columns give the general
-    speakers for seq2seq and the target speakers for the autoencoder. MTASK-S: a PEFT model with one speaker's adapter
-    active (see `persona.adapters`).
+    The model is our LSTM seq2seq with `autoencoder_encoder=True` or a causal LM (its rows laid out as it reads them:
+    `tokenize_dataset(layout=row_layout(model))`, `encode_autoencoder_examples(causal=True)`; batched by
+    `DialogueCollator`). MTASK-M: a persona model whose `speaker_ids` columns give the general speakers for seq2seq
+    and the target speakers for the autoencoder. MTASK-S: a PEFT model with one speaker's adapter active (see
+    `persona.adapters`).
     """
 
     def __init__(self, model=None, args: MultiTaskConfig | None = None, train_dataset=None,
@@ -140,8 +157,14 @@ class MultiTaskTrainer(ConversationTrainer):
             raise TypeError(f"MultiTaskTrainer needs a `MultiTaskConfig`, got {type(args).__name__}.")
         if autoencoder_dataset is None or len(autoencoder_dataset) == 0:
             raise ValueError("`autoencoder_dataset` is empty: the autoencoder task needs the target speakers' text.")
-        if not getattr(getattr(model, "config", None), "autoencoder_encoder", False):
-            raise ValueError("The model has no autoencoder encoder: build or load it with `autoencoder_encoder=True`.")
+        # Our LSTM reads each batch's task (it picks the encoder); a causal LM reads both tasks' rows alike.
+        self.model_reads_task = getattr(getattr(model, "config", None), "autoencoder_encoder", False)
+        if not (self.model_reads_task or is_causal(model)):
+            raise ValueError(
+                "The model has no autoencoder encoder: build or load our LSTM seq2seq with `autoencoder_encoder=True`, "
+                "or train a causal LM. A transformers encoder-decoder has no second encoder for the autoencoder task: "
+                "train its speaker adapters on conversations with ConversationTrainer."
+            )
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         self.autoencoder_dataset = autoencoder_dataset
         self.multitask_start_step = args.pretrain_steps
@@ -200,6 +223,9 @@ class MultiTaskTrainer(ConversationTrainer):
         def keep_loss(module, args, output) -> None:  # a hook that returned a value would replace the output
             returned["loss"] = output.loss.detach().clone()
 
+        task = inputs["task"]
+        if not self.model_reads_task:
+            inputs = {key: value for key, value in inputs.items() if key != "task"}
         hook = self.accelerator.unwrap_model(model).register_forward_hook(keep_loss)
         try:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
@@ -210,7 +236,7 @@ class MultiTaskTrainer(ConversationTrainer):
         negative_log_likelihood = returned["loss"] * (tokens if num_items_in_batch is None else num_items_in_batch)
         stats = torch.stack([negative_log_likelihood.float(), tokens.float()])
         summed = self.accelerator.gather(stats).view(-1, 2).sum(dim=0).tolist()
-        totals = self._task_totals[inputs["task"]]
+        totals = self._task_totals[task]
         totals[0] += summed[0]
         totals[1] += summed[1]
         totals[2] += 1
