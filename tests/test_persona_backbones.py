@@ -140,7 +140,8 @@ def test_training_loss_is_the_replies_negative_log_likelihood(backbone):
     sources, targets = scored_pairs(model, tokenizer, "alice")
     if is_causal(model):
         assert rows["input_ids"] == [source + target for source, target in zip(sources, targets, strict=True)]
-        assert rows["labels"] == [[-100] * len(source) + target for source, target in zip(sources, targets, strict=True)]
+        assert rows["labels"] == [[-100] * len(source) + target
+                                  for source, target in zip(sources, targets, strict=True)]
     else:
         assert (rows["input_ids"], rows["labels"]) == (sources, targets)
     with torch.no_grad():
