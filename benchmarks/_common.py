@@ -147,6 +147,18 @@ def median(values) -> float:
     return float(statistics.median(values))
 
 
+def timed(function, repeats: int, warmup: int = 0) -> tuple[float, object]:
+    """Median wall time of `repeats` calls of `function` (after `warmup` untimed calls) and its last result."""
+    for _ in range(warmup):
+        function()
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return median(times), result
+
+
 def load_data_and_tokenizer(data_args):
     """The chitchat dialogues (90/5/5 split by conversation) and the recipe's word tokenizer.
 

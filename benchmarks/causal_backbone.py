@@ -54,16 +54,6 @@ def recipe_sizes(tiny: bool) -> dict:
     return dict(yaml.safe_load(RECIPE.read_text())["model_config"])
 
 
-def timed(function, repeats: int) -> tuple[float, object]:
-    function()  # warm-up
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - started)
-    return common.median(times), result
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", type=int, default=16)
@@ -98,13 +88,13 @@ def main(argv=None) -> dict:
 
     anti_lms = {"chatbot itself": (model, empty_history_prompt(tokenizer)), "separate 2-layer LM": (separate_lm, None)}
     rows, mmi = [], {}
-    plain_time, _ = timed(beam, opts.repeats)
+    plain_time, _ = common.timed(beam, opts.repeats, warmup=1)
     rows.append(["beam search", "-", "-", plain_time, 1.0])
     for name, (language_model, prompt_ids) in anti_lms.items():
         for gamma in (3, opts.max_new_tokens):
             processor = MMIAntiLMLogitsProcessor(language_model, model.config, lam=0.5, gamma=gamma,
                                                  prompt_ids=prompt_ids)
-            seconds, _ = timed(lambda processor=processor: beam(processor), opts.repeats)
+            seconds, _ = common.timed(lambda processor=processor: beam(processor), opts.repeats, warmup=1)
             mmi[f"{name}, gamma={gamma}"] = {"seconds": seconds, "ratio_to_beam": seconds / plain_time}
             rows.append(["MMI-antiLM", name, gamma, seconds, seconds / plain_time])
 
@@ -113,8 +103,8 @@ def main(argv=None) -> dict:
                   max_sweeps=2, targets_per_batch=opts.targets, progress=False, seed=opts.seed)
     gibbs = {}
     for reuse in (True, False):
-        seconds, result = timed(lambda reuse=reuse: gibbs_enum(model, tokenizer, targets, reuse_prefix=reuse,
-                                                               **search), max(1, opts.repeats // 2))
+        seconds, result = common.timed(lambda reuse=reuse: gibbs_enum(model, tokenizer, targets, reuse_prefix=reuse,
+                                                                      **search), max(1, opts.repeats // 2), warmup=1)
         gibbs[reuse] = (seconds, result)
     identical = (gibbs[True][1].triggers == gibbs[False][1].triggers
                  and torch.allclose(gibbs[True][1].losses, gibbs[False][1].losses, rtol=1e-4, atol=1e-5))

@@ -15,7 +15,6 @@ Run:  .venv/bin/python benchmarks/pipeline_batching.py          (writes results/
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import _common as common
@@ -52,16 +51,6 @@ def answers(outputs) -> list[tuple[str, float]]:
     return [(candidates[0]["generated_text"][-1]["content"], candidates[0]["score"]) for candidates in outputs]
 
 
-def timed(function, repeats: int) -> tuple[float, list]:
-    """Median wall time of `repeats` calls of `function` and its last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - started)
-    return common.median(times), result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chats", type=int, default=64)
@@ -75,10 +64,10 @@ def main() -> None:
     options = {"strategy": "greedy", "max_new_tokens": opts.max_new_tokens}
     with torch.inference_mode():
         pipe(chats[0], **options)  # warm-up
-        loop_s, reference = timed(lambda: answers([pipe(chat, **options) for chat in chats]), opts.repeats)
+        loop_s, reference = common.timed(lambda: answers([pipe(chat, **options) for chat in chats]), opts.repeats)
         runs = {"one_by_one": {"batch_size": 1, "wall_s": loop_s, "chats_per_s": len(chats) / loop_s}}
         for batch_size in BATCH_SIZES:
-            wall_s, got = timed(lambda size=batch_size: answers(pipe(chats, batch_size=size, **options)),
+            wall_s, got = common.timed(lambda size=batch_size: answers(pipe(chats, batch_size=size, **options)),
                                 opts.repeats)
             mismatched = sum(
                 text != want_text or abs(score - want_score) > SCORE_TOLERANCE
