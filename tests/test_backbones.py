@@ -4,6 +4,9 @@ pipeline's answers and N-best lists, MMI-antiLM beam scores, MMI-bidi's Eq. 4, t
 negative-training step."""
 
 import functools
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -379,3 +382,38 @@ def test_a_negative_step_lowers_the_targets_log_probability(name, mode, tmp_path
                 parameter -= 0.01 * parameter.grad / norm
     model.eval()
     assert sum(explicit_log_probs(model, source, negative)) < before - 1e-3
+
+
+REMOTE_CODE_PROCESS = """
+import importlib.abc, json, sys
+
+class RefuseThePackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "hf_neuralconv":
+            raise ImportError("this process must not import hf_neuralconv")
+
+sys.meta_path.insert(0, RefuseThePackage())
+from transformers import pipeline
+
+chat = pipeline(model=sys.argv[1], trust_remote_code=True)
+answers = chat(json.loads(sys.argv[2]), strategy="beam", num_beams=3, num_return_sequences=3, max_new_tokens=5)
+print(json.dumps([[answer["generated_text"][-1]["content"], answer["score"]] for answer in answers]))
+"""
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bart"])
+def test_saved_transformers_pipeline_answers_in_a_process_without_the_package(name, tmp_path):
+    """`ConversationalPipeline.save_pretrained` exports the pipeline's code next to the weights, declared for the
+    right Auto class, so a process with transformers alone answers as this one does."""
+    tokenizer, model = backbone_tokenizer(name), backbone_model(name)
+    chat = pipeline("conversational", model=model, tokenizer=tokenizer)
+    chat.save_pretrained(tmp_path / "model")
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    completed = subprocess.run([sys.executable, "-I", "-c", REMOTE_CODE_PROCESS, str(tmp_path / "model"),
+                                json.dumps(CHAT)], capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    got = json.loads(completed.stdout.strip().splitlines()[-1])
+    want = chat(CHAT, strategy="beam", num_beams=3, num_return_sequences=3, max_new_tokens=5)
+    assert [text for text, _ in got] == [answer["generated_text"][-1]["content"] for answer in want]
+    assert [score for _, score in got] == pytest.approx([answer["score"] for answer in want], abs=1e-4)
