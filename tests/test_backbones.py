@@ -100,6 +100,15 @@ def test_chat_format_per_backbone(name):
     # The most recent tokens are kept, with an encoder-decoder's own special tokens around them.
     cut = encode_history(tokenizer, TURNS, 2, 6, causal=causal)
     assert len(cut) == 6 and cut[-1] == hand_formatted(name)[-1]
+    if name == "llama":  # a chat template loses its oldest turns, then the start of the message, not its header
+        before, after = message_frame(tokenizer, causal)
+        one_turn = encode_history(tokenizer, TURNS[-1:], 0, 512, causal=causal)
+        assert encode_history(tokenizer, TURNS, 2, len(one_turn), causal=causal) == one_turn
+        short = encode_history(tokenizer, TURNS, 2, len(before) + len(after) + 2, causal=causal)
+        assert short[: len(before)] == before and short[len(short) - len(after):] == after
+        assert short[len(before) : len(short) - len(after)] == one_turn[len(one_turn) - len(after) - 2 : -len(after)]
+        # A chat opened by the assistant loses that turn: strict templates want the user first.
+        assert encode_history(tokenizer, TURNS[1:], 2, 512, causal=causal) == one_turn
     # A one-message chat is the message's tokens in the frame (a chat template's tokens may merge with the
     # message's first one: "▁hello" after "user:").
     before, after = message_frame(tokenizer, causal)
@@ -417,3 +426,53 @@ def test_saved_transformers_pipeline_answers_in_a_process_without_the_package(na
     want = chat(CHAT, strategy="beam", num_beams=3, num_return_sequences=3, max_new_tokens=5)
     assert [text for text, _ in got] == [answer["generated_text"][-1]["content"] for answer in want]
     assert [score for _, score in got] == pytest.approx([answer["score"] for answer in want], abs=1e-4)
+
+
+def test_one_antilm_processor_serves_successive_generate_calls():
+    """A processor used for a second generate() call starts over, also when that call's prompt is exactly one token
+    longer than the previous call's last input (a causal chatbot's prompts vary in length)."""
+    tokenizer, model = backbone_tokenizer("gpt2"), backbone_model("gpt2")
+    settings = dict(do_sample=False, num_beams=2, max_new_tokens=3, min_new_tokens=3, length_penalty=0.0,
+                    return_dict_in_generate=True, output_scores=True, pad_token_id=tokenizer.eos_token_id)
+    first = torch.tensor([encode_history(tokenizer, ["hello how"], 0, 64, causal=True)])
+    second = torch.tensor([encode_history(tokenizer, ["what is your name ?"], 0, 64, causal=True)])
+    second = second[:, -(first.size(1) + 3):]  # one token longer than the first call's last input
+    assert second.size(1) == first.size(1) + 3
+
+    def run(processor, prompt):
+        return model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                              logits_processor=LogitsProcessorList([processor]), **settings).sequences_scores
+
+    reused = MMIAntiLMLogitsProcessor(model, model.config, lam=0.5, gamma=2,
+                                      prompt_ids=empty_history_prompt(tokenizer))
+    run(reused, first)
+    fresh = MMIAntiLMLogitsProcessor(model, model.config, lam=0.5, gamma=2, prompt_ids=empty_history_prompt(tokenizer))
+    torch.testing.assert_close(run(reused, second), run(fresh, second))
+
+
+def test_a_sharded_checkpoint_loads(tmp_path):
+    from hf_neuralconv.core.loading import load_model_dir
+
+    tokenizer, model = backbone_tokenizer("gpt2"), backbone_model("gpt2")
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors.index.json").is_file() and not (tmp_path / "model.safetensors").exists()
+    loaded, _ = load_model_dir(tmp_path)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+
+
+def test_an_encoder_decoder_with_a_python_tokenizer(tmp_path):
+    """BlenderBot-small's tokenizer has no `tokenizers` backend: the source is built with its own
+    `build_inputs_with_special_tokens`, cut from the left."""
+    from transformers import BlenderbotSmallTokenizer
+
+    words = ["__start__", "__end__", "__null__", "__unk__", "hi", "how", "are", "you", "fine"]
+    (tmp_path / "vocab.json").write_text(json.dumps({word: index for index, word in enumerate(words)}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = BlenderbotSmallTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    assert not hasattr(tokenizer, "backend_tokenizer") and chat_style(tokenizer, causal=False) == "source"
+    whole = tokenizer.build_inputs_with_special_tokens(ids(tokenizer, "hi__end__how are you"))
+    assert encode_history(tokenizer, ["hi", "how are you"], 1, 64) == whole
+    assert encode_history(tokenizer, ["hi", "how are you"], 1, 2) == whole[-2:]
+    assert message_frame(tokenizer, causal=False) == ([], [])

@@ -156,13 +156,19 @@ def test_target_list_loading(tiny_tokenizer, tmp_path, caplog):
 
 
 def test_trigger_pairs_round_trip_and_errors(tiny_tokenizer, tmp_path):
-    triggers = [word_ids(tiny_tokenizer, "hi how are you ?"), word_ids(tiny_tokenizer, "coffee")]
+    # "? !" decodes to "?!", which the word tokenizer reads as one token it does not know: the ids are kept.
+    triggers = [word_ids(tiny_tokenizer, "hi how are you ? !"), word_ids(tiny_tokenizer, "coffee")]
     targets = [target_ids(tiny_tokenizer, "you are bad"), target_ids(tiny_tokenizer, "bad day")]
     path = tmp_path / "pairs.jsonl"
     write_trigger_pairs(path, tiny_tokenizer, triggers, targets, extra=[{"hit": True}, {"hit": False}])
-    assert json.loads(path.read_text().splitlines()[0]) == {"trigger": "hi how are you?",
-                                                            "target": "you are bad", "hit": True}
+    assert json.loads(path.read_text().splitlines()[0]) == {
+        "trigger": "hi how are you?!", "target": "you are bad", "trigger_ids": triggers[0],
+        "target_ids": targets[0], "hit": True}
+    assert word_ids(tiny_tokenizer, "hi how are you?!") != triggers[0]
     assert read_trigger_pairs(path, tiny_tokenizer) == (triggers, targets)
+    # Rows written by hand, without ids, are encoded from their text.
+    path.write_text('{"trigger": "hi how are you ?", "target": "you are bad"}\n')
+    assert read_trigger_pairs(path, tiny_tokenizer) == ([word_ids(tiny_tokenizer, "hi how are you ?")], targets[:1])
     for content, message in [
         ("", "no \\(trigger, target\\) pairs"),
         ("{not json\n", "line 1 is not JSON"),

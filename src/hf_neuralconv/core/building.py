@@ -11,7 +11,7 @@ import datasets
 from transformers import AutoConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.dialogue import build_dataset_dict, chitchat_turns, load_dialogue_file
-from ..data.tokenization import encode_lm_examples
+from ..data.tokenization import encode_lm_examples, padding_id
 from ..models.lstm.configuration_lstm import LSTMLMConfig, LSTMSeq2SeqConfig
 from ..models.lstm.modeling_lstm import LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration
 from .arguments import ARCHITECTURES, DataArguments, ModelArguments
@@ -146,8 +146,7 @@ def default_generation_config(tokenizer: PreTrainedTokenizerBase, settings: dict
         **{"max_new_tokens": 32, "do_sample": False, "num_beams": 1, **(settings or {})},
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos,
-        # GPT-2's and Llama's tokenizers have no pad token: their padding is masked, so the end token serves.
-        pad_token_id=eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
+        pad_token_id=padding_id(tokenizer),
         decoder_start_token_id=start,
         suppress_tokens=[index for index in tokenizer.all_special_ids if index not in in_reply],
     )

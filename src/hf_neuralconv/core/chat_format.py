@@ -34,7 +34,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from ..data.tokenization import BOT, USER, source_text
+from ..data.tokenization import BOT, USER, padding_id, source_text
 from .scoring import is_causal
 
 logger = logging.getLogger(__name__)
@@ -133,30 +133,61 @@ def chat_style(tokenizer: PreTrainedTokenizerBase, causal: bool) -> str:
 
 
 def _chat_messages(turns: Sequence[str]) -> list[dict]:
-    """The turns as chat-template messages: the last is the user's, the roles alternate going back."""
-    last = len(turns) - 1
-    return [{"role": CHAT_ROLES[(last - index) % 2], "content": turn} for index, turn in enumerate(turns)]
+    """The turns as chat-template messages: the last is the user's, the roles alternate going back, and the first
+    is the user's too (strict templates, Llama-2's or Mistral's, refuse a chat opened by the assistant: an even
+    number of turns loses its oldest)."""
+    turns = turns[len(turns) % 2 == 0 :]
+    return [{"role": CHAT_ROLES[index % 2], "content": turn} for index, turn in enumerate(turns)]
+
+
+def _template_ids(tokenizer, turns: Sequence[str]) -> list[int]:
+    return list(tokenizer.apply_chat_template(_chat_messages(turns), add_generation_prompt=True,
+                                              tokenize=True)["input_ids"])
+
+
+def _source_ids(tokenizer, text: str, max_length: int) -> tuple[list[int], int]:
+    """An encoder-decoder's source: `text` inside the tokenizer's own special tokens (BART's `<s>` ... `</s>`, T5's
+    ... `</s>`), the text cut from the left to fit `max_length`; and the length before the cut."""
+    specials = tokenizer.num_special_tokens_to_add()
+    room = max(0, max_length - specials)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a Python tokenizer (BlenderBot-small, Marian)
+        body = tokenizer(text, add_special_tokens=False)["input_ids"]
+        kept = body[len(body) - min(room, len(body)):]
+        return list(tokenizer.build_inputs_with_special_tokens(kept)), len(body) + specials
+    body = backend.encode(text, add_special_tokens=False)
+    length = len(body.ids) + specials
+    body.truncate(room, direction="left")
+    return list(backend.post_process(body).ids), length
 
 
 def format_history(tokenizer, turns: Sequence[str], causal: bool, max_length: int) -> tuple[list[int], int]:
-    """The input ids of `turns` (cleaned, the last one answered) in the tokenizer's chat style, keeping the most
-    recent `max_length` tokens, and the length before that cut. No checks: `encode_history` is the user-facing one."""
+    """The input ids of `turns` (cleaned, the last one answered) in the tokenizer's chat style, at most
+    `max_length` of them, and the length before that cut. A long history loses its oldest tokens; a chat template's
+    loses its oldest turns first and then the start of the message, so that its header and generation prompt stay,
+    and an encoder-decoder's keeps its special tokens. No checks: `encode_history` is the user-facing one."""
     style = chat_style(tokenizer, causal)
+    if style == "template":
+        ids = _template_ids(tokenizer, turns)
+        length = len(ids)
+        while len(ids) > max_length and len(turns) > 1:
+            turns = turns[2:] if len(turns) % 2 else turns[1:]  # whole exchanges: the first turn stays the user's
+            ids = _template_ids(tokenizer, turns)
+        if len(ids) > max_length:
+            before, after = message_frame(tokenizer, causal)
+            room = max_length - len(before) - len(after)
+            if room > 0:  # (a frame longer than max_length itself is cut like any input, below)
+                message = ids[len(before) : len(ids) - len(after)]
+                ids = [*before, *message[len(message) - room :], *after]
+        return ids[-max_length:], length
+    if style == "source":
+        return _source_ids(tokenizer, (tokenizer.sep_token or tokenizer.eos_token).join(turns), max_length)
     if style == "actor":
         text = source_text(turns[:-1], turns[-1]) + (f" {BOT}" if causal else "")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    elif style == "template":
-        ids = list(tokenizer.apply_chat_template(_chat_messages(turns), add_generation_prompt=True,
-                                                 tokenize=True)["input_ids"])
-    elif style == "eos-joined":
+    else:  # "eos-joined"
         ids = [token for turn in turns
                for token in [*tokenizer(turn, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]]
-    else:  # "source": the tokenizer's own special tokens around the body, the body cut from the left
-        separator = tokenizer.sep_token or tokenizer.eos_token
-        body = tokenizer.backend_tokenizer.encode(separator.join(turns), add_special_tokens=False)
-        length = len(body.ids) + tokenizer.num_special_tokens_to_add()
-        body.truncate(max(0, max_length - tokenizer.num_special_tokens_to_add()), direction="left")
-        return list(tokenizer.backend_tokenizer.post_process(body).ids), length
     return ids[-max_length:], len(ids)
 
 
@@ -218,8 +249,7 @@ def message_frame(tokenizer, causal: bool) -> tuple[list[int], list[int]]:
         while start and first[start - 1] not in special and not tokenizer.decode(first[start - 1 : start]).strip():
             start -= 1
         return first[:start], first[len(first) - end:]
-    body = tokenizer.backend_tokenizer.encode("", add_special_tokens=False)
-    framed = tokenizer.backend_tokenizer.post_process(body).ids  # the special tokens alone, e.g. BART's <s> </s>
+    framed = _source_ids(tokenizer, "", 10**9)[0]  # the special tokens alone, e.g. BART's <s> </s>
     # Where the message goes: before the last special token when there is one (T5's </s>, BART's </s>).
     split = len(framed) - 1 if framed and framed[-1] == tokenizer.eos_token_id else len(framed)
     return list(framed[:split]), list(framed[split:])
@@ -229,7 +259,7 @@ def generation_inputs(model, tokenizer, sources: Sequence[Sequence[int]]) -> dic
     """Encoded histories as one `generate()` batch on the model's device: right-padded for an encoder-decoder,
     left-padded for a causal model, whose reply continues the last column."""
     causal = is_causal(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = padding_id(tokenizer)
     width = max(len(row) for row in sources)
     input_ids = torch.full((len(sources), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(sources), width), dtype=torch.long)

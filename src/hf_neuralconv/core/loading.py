@@ -33,7 +33,10 @@ def load_model(model_dir: str | Path, also_required: tuple[str, ...] = ()) -> Pr
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir}: no such model directory (train one with `hf-neuralconv train`).")
-    for required in ("config.json", "model.safetensors", *also_required):
+    # A large model's weights are sharded: model.safetensors.index.json names the shards.
+    weights = "model.safetensors.index.json" if (model_dir / "model.safetensors.index.json").is_file() else (
+        "model.safetensors")
+    for required in ("config.json", weights, *also_required):
         if not (model_dir / required).is_file():
             raise FileNotFoundError(
                 f"{model_dir}: {required} is missing; this is not a complete model directory saved by "

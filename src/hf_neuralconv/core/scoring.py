@@ -8,7 +8,8 @@ and predicts the labels; a causal model reads source and reply as one sequence w
 source (`pair_batch`), and its log-probabilities are returned aligned with those labels, so every caller reads both
 kinds alike.
 
-This module is copied next to saved models with the pipeline: it imports only torch and transformers.
+This module is copied next to saved models with the pipeline: it imports only torch, transformers and
+`..data.tokenization`.
 """
 
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data.tokenization import padding_id
 
 # Candidate rows scored per forward pass by `sequence_log_probs`: a 64 x 50-best list in one batch would need tens
 # of GiB of logits, and 128 rows scored fastest in benchmarks/mmi_rerank.py (2-core CPU, two runs: 256 and 512 were
@@ -122,7 +125,7 @@ def sequence_log_probs(
     list of replies to messages of very different lengths would otherwise spend most of the vocabulary softmax on
     padding. Sums are taken in float64. Sources and targets are in `model`'s chat format (`encode_history`,
     `encode_replies`); a causal model reads each pair as one sequence."""
-    causal, pad = is_causal(model), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    causal, pad = is_causal(model), padding_id(tokenizer)
     order = sorted(range(len(sources)), key=lambda row: (len(targets[row]), len(sources[row])))
     size = batch_size or len(sources)
     totals = torch.empty(len(sources), dtype=torch.float64)

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .tokenization import padding_id
+
 
 @dataclass
 class DialogueCollator:
@@ -34,6 +36,5 @@ class DialogueCollator:
 
     @classmethod
     def for_tokenizer(cls, tokenizer) -> "DialogueCollator":
-        """The collator of a model with this tokenizer: its pad token, else its end-of-sequence token."""
-        pad = tokenizer.pad_token_id
-        return cls(tokenizer.eos_token_id if pad is None else pad)
+        """The collator of a model with this tokenizer (`padding_id`)."""
+        return cls(padding_id(tokenizer))

@@ -58,6 +58,19 @@ def wrap_tokenizer(backend: Tokenizer) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def padding_id(source) -> int:
+    """The id padding is written with, for a tokenizer or a model config: its pad token's, else its end-of-sequence
+    token's (GPT-2's and Llama's tokenizers have none; padding is masked, or labelled -100, wherever it is read)."""
+    return source.eos_token_id if source.pad_token_id is None else source.pad_token_id
+
+
+def start_id(config) -> int:
+    """The token a language model reads before a text: its `bos_token_id`, else its `eos_token_id` (GPT-2's are
+    one token; a T5 config has no bos at all)."""
+    bos = getattr(config, "bos_token_id", None)
+    return config.eos_token_id if bos is None else bos
+
+
 def source_text(context: Sequence[str], message: str) -> str:
     """The encoder input for answering `message` after `context` (oldest first): actor-marked turns.
 

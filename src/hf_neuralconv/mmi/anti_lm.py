@@ -26,6 +26,7 @@ from transformers import LogitsProcessor, PretrainedConfig, PreTrainedModel
 
 from ..core.checks import check_eval_mode, check_same_vocabulary, check_weight
 from ..core.scoring import is_causal
+from ..data.tokenization import start_id
 from ..models.lstm.modeling_lstm import CACHE_NAME
 
 
@@ -47,8 +48,9 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
     generated prefixes have equal LM states, so any match is the right one.
 
     A call starts a new batch (fresh LM state) when there is no previous call, when `input_ids` is not exactly one
-    token longer than at the previous call, or when a row's prefix is not among the previous rows; the tokens
-    present at that first call are the prompt (for an encoder-decoder, the decoder start token). One processor can
+    token longer than at the previous call, when its rows do not start with the previous call's prompts, or when a
+    row's prefix is not among the previous rows; the tokens present at that first call are the prompt (for an
+    encoder-decoder, the decoder start token; for a causal chatbot, the history). One processor can
     therefore serve successive `generate()` calls; `reset()` forgets the state explicitly.
 
     Args:
@@ -71,8 +73,7 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
         check_eval_mode(language_model, "anti-LM")
         self.language_model = language_model
         if prompt_ids is None:
-            start = language_model.config.bos_token_id
-            prompt_ids = [language_model.config.eos_token_id if start is None else start]
+            prompt_ids = [start_id(language_model.config)]
         if not prompt_ids:
             raise ValueError("`prompt_ids` is empty: the anti-LM needs at least one token to predict the first from.")
         self.prompt_ids = torch.tensor(list(prompt_ids), dtype=torch.long)
@@ -80,7 +81,7 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
 
     def reset(self) -> None:
         """Forget the current batch: the next call starts a new one."""
-        self._prompt_length: int | None = None
+        self._prompts: torch.LongTensor | None = None  # the rows' tokens at the batch's first call
         self._last_length: int | None = None
         self._generated: torch.LongTensor | None = None  # generated tokens of the previous call's rows
         self._state = None  # the LM's cache after reading the prompt and those tokens
@@ -89,9 +90,12 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
         """Index of each row's parent among the previous call's rows, or None if this call starts a new batch."""
         if self._last_length is None or input_ids.shape[1] != self._last_length + 1:
             return None
+        prompts = input_ids[:, : self._prompts.shape[1]].to(self._prompts.device)
+        if not bool((prompts[:, None, :] == self._prompts[None, :, :]).all(dim=-1).any(dim=1).all()):
+            return None  # another generate() call whose prompt is one token longer than this one's last input
         if self._generated is None:  # the LM already stopped (past gamma): nothing to follow
             return torch.empty(0, dtype=torch.long)
-        prefixes = input_ids[:, self._prompt_length : -1].to(self._generated.device)
+        prefixes = input_ids[:, self._prompts.shape[1] : -1].to(self._generated.device)
         matches = (prefixes[:, None, :] == self._generated[None, :, :]).all(dim=-1)
         if not bool(matches.any(dim=1).all()):
             return None
@@ -106,9 +110,9 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
         parents = self._parents(input_ids)
         if parents is None:
             self.reset()
-            self._prompt_length = input_ids.shape[1]
+            self._prompts = input_ids.clone()
         self._last_length = input_ids.shape[1]
-        position = input_ids.shape[1] - self._prompt_length  # tokens generated before this one
+        position = input_ids.shape[1] - self._prompts.shape[1]  # tokens generated before this one
         if self.lam == 0 or position >= self.gamma:
             self._generated = self._state = None
             return scores
@@ -126,5 +130,5 @@ class MMIAntiLMLogitsProcessor(LogitsProcessor):
             tokens = input_ids[:, -1:].to(device)
         output = self.language_model(input_ids=tokens, use_cache=True, **{CACHE_NAME: self._state})
         self._state = output[CACHE_NAME]
-        self._generated = input_ids[:, self._prompt_length :].to(device)
+        self._generated = input_ids[:, self._prompts.shape[1] :].to(device)
         return output.logits[:, -1].float().log_softmax(dim=-1)

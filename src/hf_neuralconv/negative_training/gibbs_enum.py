@@ -39,6 +39,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..core.checks import check_eval_mode, check_same_vocabulary
 from ..core.scoring import pad_ids, target_log_probs
+from ..data.tokenization import start_id
 from ..metrics.hit_criteria import PairScores
 from ..models.lstm.modeling_lstm import CACHE_NAME, LSTMEncoder, LSTMEncoderOutput
 from .hits import TriggerFrame, input_log_probs, score_pairs, trigger_frame, trigger_vocabulary
@@ -256,9 +257,7 @@ def sample_triggers(
     device = input_lm.device
     banned = torch.ones(input_lm.config.vocab_size, dtype=torch.bool, device=device)
     banned[allowed.to(device)] = False
-    config = input_lm.config
-    tokens = torch.full((count, 1), config.eos_token_id if config.bos_token_id is None else config.bos_token_id,
-                        device=device)
+    tokens = torch.full((count, 1), start_id(input_lm.config), device=device)
     state, words = None, []
     for _ in range(length):
         output = input_lm(input_ids=tokens, use_cache=True, **{CACHE_NAME: state})

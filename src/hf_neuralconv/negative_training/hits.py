@@ -42,8 +42,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..core.chat_format import encode_replies, message_frame
 from ..core.scoring import is_causal, pad_ids, pair_batch, target_log_probs
 from ..data.dialogue import read_utf8_text
-from ..data.jsonl import read_text_pairs, write_jsonl
+from ..data.jsonl import read_jsonl, read_text_pairs, write_jsonl
 from ..data.resources import resolve_data_path, shipped_files
+from ..data.tokenization import padding_id, start_id
 from ..metrics.hit_criteria import PairScores
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,6 @@ def trigger_vocabulary(tokenizer: PreTrainedTokenizerBase) -> torch.LongTensor:
                          if text.strip() and text.isprintable() and ids == [index]])
 
 
-def _start_token(config) -> int:
-    return config.eos_token_id if config.bos_token_id is None else config.bos_token_id
-
-
 def input_log_probs(language_model: PreTrainedModel, trigger_ids: torch.LongTensor, lengths: torch.LongTensor):
     """log P_LM(z_t | z_<t) for z = x_1 .. x_n `</s>` read after `<s>`, per right-padded trigger row (0 past each
     row's `</s>`), and the LM's log-distributions at every position. Differentiable."""
@@ -98,7 +95,7 @@ def input_log_probs(language_model: PreTrainedModel, trigger_ids: torch.LongTens
     positions = torch.arange(trigger_ids.size(1) + 1, device=trigger_ids.device)
     targets = torch.cat([trigger_ids, trigger_ids.new_full((rows, 1), config.eos_token_id)], dim=1)
     targets = targets.scatter(1, lengths[:, None], config.eos_token_id)
-    inputs = torch.cat([trigger_ids.new_full((rows, 1), _start_token(config)), targets[:, :-1]], dim=1)
+    inputs = torch.cat([trigger_ids.new_full((rows, 1), start_id(config)), targets[:, :-1]], dim=1)
     log_distributions = language_model(input_ids=inputs).logits.float().log_softmax(dim=-1)
     log_probs = log_distributions.gather(-1, targets[..., None]).squeeze(-1)
     return log_probs.masked_fill(positions[None, :] > lengths[:, None], 0.0), log_distributions
@@ -126,7 +123,7 @@ def score_pairs(
     for start in range(0, len(triggers), size):
         chunk = slice(start, start + size)
         batch = pair_batch([frame.source(trigger) for trigger in triggers[chunk]], targets[chunk],
-                           _pad_token(model.config), frame.causal, model.device)
+                           padding_id(model.config), frame.causal, model.device)
         log_probs, logits = target_log_probs(model, **batch)
         part = output_scores(log_probs, logits, batch["labels"])
         if input_lm is not None:
@@ -152,14 +149,10 @@ def trigger_log_likelihoods(language_model: PreTrainedModel, triggers: Sequence[
     """The input LM's average word log-likelihood of each trigger (word ids), `</s>` included: what io hits compare
     with T_in. One padded forward pass."""
     lengths = torch.tensor([len(row) for row in triggers], device=language_model.device)
-    ids = pad_ids(triggers, _pad_token(language_model.config), language_model.device)
+    ids = pad_ids(triggers, padding_id(language_model.config), language_model.device)
     log_probs, _ = input_log_probs(language_model, ids, lengths)
     return log_probs.sum(dim=1) / (lengths + 1)
 
-
-def _pad_token(config) -> int:
-    """The id padding is written with (masked or labelled -100 wherever it is read): GPT-2 has no pad token."""
-    return config.eos_token_id if config.pad_token_id is None else config.pad_token_id
 
 
 @torch.no_grad()
@@ -179,7 +172,7 @@ def output_threshold(
     total, tokens = 0.0, 0
     for start in range(0, len(input_ids), batch_size):
         chunk = slice(start, start + batch_size)
-        rows = pad_ids(input_ids[chunk], _pad_token(model.config), model.device)
+        rows = pad_ids(input_ids[chunk], padding_id(model.config), model.device)
         attention_mask = pad_ids([[1] * len(row) for row in input_ids[chunk]], 0, model.device)
         label_rows = pad_ids(labels[chunk], -100, model.device)
         log_probs, _ = target_log_probs(model, rows, attention_mask, label_rows)
@@ -199,7 +192,7 @@ def input_threshold(language_model: PreTrainedModel, sentences: Sequence[Sequenc
     for start in range(0, len(sentences), batch_size):
         rows = sentences[start : start + batch_size]
         lengths = torch.tensor([len(row) for row in rows], device=language_model.device)
-        ids = pad_ids(rows, _pad_token(language_model.config), language_model.device)
+        ids = pad_ids(rows, padding_id(language_model.config), language_model.device)
         log_probs, _ = input_log_probs(language_model, ids, lengths)
         total += log_probs.double().sum().item()
         tokens += int(lengths.sum()) + len(rows)
@@ -251,10 +244,21 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
 def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase,
                        causal: bool = False) -> tuple[list[list[int]], list[list[int]]]:
     """(trigger ids, target ids ending with `</s>`) from a JSONL file of `{"trigger": str, "target": str}` rows;
-    the targets as replies of an encoder-decoder or (`causal`) a causal model."""
+    the targets as replies of an encoder-decoder or (`causal`) a causal model. Rows that carry `trigger_ids` /
+    `target_ids` (written by `write_trigger_pairs`) give those ids exactly: the decoded text of a token sequence
+    may encode into other tokens ("do n ' t" decodes to "don't")."""
     rows = read_text_pairs(path, ("trigger", "target"))
-    triggers = [tokenizer(row["trigger"], add_special_tokens=False)["input_ids"] for row in rows]
-    return triggers, encode_replies(tokenizer, [row["target"] for row in rows], causal)
+    saved = read_jsonl(path)
+    triggers = [_saved_ids(row, "trigger_ids") or tokenizer(pair["trigger"], add_special_tokens=False)["input_ids"]
+                for pair, row in zip(rows, saved, strict=True)]
+    targets = [_saved_ids(row, "target_ids") or encode_replies(tokenizer, [pair["target"]], causal)[0]
+               for pair, row in zip(rows, saved, strict=True)]
+    return triggers, targets
+
+
+def _saved_ids(row: dict, key: str) -> list[int] | None:
+    ids = row.get(key)
+    return ids if isinstance(ids, list) and ids and all(isinstance(index, int) for index in ids) else None
 
 
 def write_trigger_pairs(
@@ -264,13 +268,14 @@ def write_trigger_pairs(
     targets: Sequence[Sequence[int]],
     extra: Sequence[dict] | None = None,
 ) -> None:
-    """Write pairs as JSONL rows `{"trigger", "target", **extra}`, the texts decoded without special tokens: what a
-    user would type. `read_trigger_pairs` encodes them again (with a word tokenizer into the same ids; a subword
-    tokenizer may split the text of a token sequence differently, and then the typed text is what is scored)."""
+    """Write pairs as JSONL rows `{"trigger", "target", "trigger_ids", "target_ids", **extra}`: the texts decoded
+    without special tokens (what a user would type) and the ids, which `read_trigger_pairs` reads back exactly."""
     write_jsonl(path, (
         {
             "trigger": tokenizer.decode(list(trigger), skip_special_tokens=True),
             "target": tokenizer.decode(list(target), skip_special_tokens=True),
+            "trigger_ids": list(trigger),
+            "target_ids": list(target),
             **(extra[index] if extra else {}),
         }
         for index, (trigger, target) in enumerate(zip(triggers, targets))

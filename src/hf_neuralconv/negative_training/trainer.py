@@ -47,6 +47,7 @@ from ..core.chat_format import generated_replies, generation_inputs
 from ..core.scoring import is_causal, pair_batch, target_log_probs
 from ..core.trainer import ConversationTrainer, evaluation_mode
 from ..data.collator import DialogueCollator
+from ..data.tokenization import padding_id
 from ..metrics.diversity import max_ratio
 from ..metrics.hit_criteria import HitCriterion, PairScores
 from .gibbs_enum import gibbs_enum
@@ -249,8 +250,7 @@ class NegativeTrainer(ConversationTrainer):
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._step: dict | None = None  # the optimizer step under way (`_prepare_step`)
         self.causal = is_causal(model)
-        self.pad_token_id = data_collator.pad_token_id if isinstance(data_collator, DialogueCollator) else (
-            processing_class.pad_token_id)
+        self.pad_token_id = padding_id(processing_class)
         if args.mode == "frequent":
             self.frequencies = ResponseFrequencies(args.frequency_window)
             return

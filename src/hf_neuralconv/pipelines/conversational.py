@@ -77,7 +77,9 @@ BASIC_STRATEGIES = ("greedy", "beam", "sample")
 STRATEGY_KEEPS = ("max_new_tokens", "max_length", "bos_token_id", "eos_token_id", "pad_token_id",
                   "decoder_start_token_id", "suppress_tokens", "begin_suppress_tokens", "transformers_version",
                   # not decoding choices: resetting `use_cache` would make a transformer re-read its prefix each step
-                  "use_cache", "output_attentions", "output_hidden_states", "_from_model_config")
+                  "use_cache", "output_attentions", "output_hidden_states", "_from_model_config",
+                  # the output's format, not a decoding choice (mBART's language token, some BART checkpoints)
+                  "forced_bos_token_id", "forced_eos_token_id")
 # MMI-antiLM weights when neither the call nor the pipeline gives them: lambda and the number of penalised leading
 # tokens (Li et al. 2016 tune both on development data; these only make the strategy usable out of the box).
 DEFAULT_ANTILM_LAMBDA = 0.5
@@ -112,10 +114,11 @@ class ConversationalPipeline(Pipeline):
                  reverse_model: PreTrainedModel | str | Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.causal = is_causal(self.model)
-        if self.causal:  # batched prompts end where the reply starts: pad on the left (a copy: the caller's is kept)
-            self.tokenizer = copy.copy(self.tokenizer)
+        self._saved_tokenizer = self.tokenizer  # what `save_pretrained` writes: the caller's, unchanged
+        if self.causal:  # batched prompts end where the reply starts: pad on the left, in a copy of the tokenizer
+            self.tokenizer = copy.deepcopy(self.tokenizer)
             self.tokenizer.padding_side = "left"
-            if self.tokenizer.pad_token is None:
+            if self.tokenizer.pad_token is None:  # batching needs one; the padding is masked
                 self.tokenizer.pad_token = self.tokenizer.eos_token
         self.context_turns, self.max_source_length = reading_settings(self.model, None, max_source_length or None)
         self.speakers = (dict(speakers) if speakers is not None
@@ -347,7 +350,7 @@ class ConversationalPipeline(Pipeline):
         """Save the model, tokenizer, reading settings and persona vocabulary, with this pipeline's code."""
         save_directory = Path(save_directory)
         self.model.save_pretrained(save_directory, **kwargs)
-        self.tokenizer.save_pretrained(save_directory, **kwargs)
+        self._saved_tokenizer.save_pretrained(save_directory, **kwargs)
         data_config_path = save_directory / DATA_CONFIG_FILE
         data_config = json.loads(data_config_path.read_text()) if data_config_path.is_file() else {}
         data_config.update(max_source_length=self.max_source_length, max_context_turns=self.context_turns)
