@@ -192,7 +192,7 @@ def main(argv=None) -> dict:
     if model_dir is None:  # a random model's replies are unlikely: let every pair hit, or the malicious steps stop
         opts.output_threshold = -1e9
     initial_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    targets = load_targets(opts.targets_file, tokenizer).ids[: opts.targets]
+    targets = load_targets(opts.targets_file, tokenizer, causal=False).ids[: opts.targets]
     pool = dialogues["train"].shuffle(seed=opts.seed).select(
         range((opts.warmup_steps + opts.timed_steps) * max(opts.batch_size, opts.malicious_batch_size)))
     train_set = tokenize_dataset(pool, tokenizer, data_args, truncate_target=True)

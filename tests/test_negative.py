@@ -138,7 +138,7 @@ def test_target_list_loading(tiny_tokenizer, tmp_path, caplog):
     path = tmp_path / "targets.txt"
     path.write_text("you are bad\n\nzorg blarg\ni 'm bad\nday qux\n")
     with caplog.at_level("WARNING"):
-        targets = load_targets(path, tiny_tokenizer)
+        targets = load_targets(path, tiny_tokenizer, causal=False)
     # "zorg blarg" has only unknown words: skipped, counted, reported. "day qux" keeps its known word.
     assert targets.skipped == ["zorg blarg"] and "skipped 1 of 4" in caplog.text
     assert targets.texts == ["you are bad", "i'm bad", "day qux"]  # PTB contractions joined back
@@ -147,12 +147,12 @@ def test_target_list_loading(tiny_tokenizer, tmp_path, caplog):
 
     path.write_text("\n  \n")
     with pytest.raises(ValueError, match="empty"):
-        load_targets(path, tiny_tokenizer)
+        load_targets(path, tiny_tokenizer, causal=False)
     path.write_text("zorg\nblarg blorg\n")
     with pytest.raises(ValueError, match="all 2 targets"):
-        load_targets(path, tiny_tokenizer)
+        load_targets(path, tiny_tokenizer, causal=False)
     with pytest.raises(FileNotFoundError):
-        load_targets(tmp_path / "missing.txt", tiny_tokenizer)
+        load_targets(tmp_path / "missing.txt", tiny_tokenizer, causal=False)
 
 
 def test_trigger_pairs_round_trip_and_errors(tiny_tokenizer, tmp_path):
@@ -165,10 +165,11 @@ def test_trigger_pairs_round_trip_and_errors(tiny_tokenizer, tmp_path):
         "trigger": "hi how are you?!", "target": "you are bad", "trigger_ids": triggers[0],
         "target_ids": targets[0], "hit": True}
     assert word_ids(tiny_tokenizer, "hi how are you?!") != triggers[0]
-    assert read_trigger_pairs(path, tiny_tokenizer) == (triggers, targets)
+    assert read_trigger_pairs(path, tiny_tokenizer, causal=False) == (triggers, targets)
     # Rows written by hand, without ids, are encoded from their text.
     path.write_text('{"trigger": "hi how are you ?", "target": "you are bad"}\n')
-    assert read_trigger_pairs(path, tiny_tokenizer) == ([word_ids(tiny_tokenizer, "hi how are you ?")], targets[:1])
+    expected = ([word_ids(tiny_tokenizer, "hi how are you ?")], targets[:1])
+    assert read_trigger_pairs(path, tiny_tokenizer, causal=False) == expected
     for content, message in [
         ("", "no \\(trigger, target\\) pairs"),
         ("{not json\n", "line 1 is not JSON"),
@@ -177,7 +178,7 @@ def test_trigger_pairs_round_trip_and_errors(tiny_tokenizer, tmp_path):
     ]:
         path.write_text(content)
         with pytest.raises(ValueError, match=message):
-            read_trigger_pairs(path, tiny_tokenizer)
+            read_trigger_pairs(path, tiny_tokenizer, causal=False)
 
 
 def test_hit_criterion_and_scoring_errors(tiny_tokenizer):
@@ -274,7 +275,7 @@ def test_malicious_step_trains_only_on_pairs_that_still_hit(tiny_tokenizer, tmp_
     pairs.write_text('{"trigger": "coffee night", "target": "you are bad"}\n{"trigger": "hi", "target": "bad day"}\n')
     frame = trigger_frame(model, tiny_tokenizer)
     prefix = list(frame.before)
-    triggers, targets = read_trigger_pairs(pairs, tiny_tokenizer)
+    triggers, targets = read_trigger_pairs(pairs, tiny_tokenizer, causal=False)
     scores = score_pairs(model.eval(), frame, triggers, targets)
     low, high = sorted(scores.avg_log_prob.tolist())
     kept = scores.avg_log_prob.argmax().item()
@@ -305,7 +306,7 @@ def test_io_hits_of_given_pairs_use_the_input_lm_once(tiny_tokenizer, tmp_path):
     model, lm = tiny_model(tiny_tokenizer), tiny_lm(tiny_tokenizer)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"trigger": "coffee night", "target": "you are bad"}\n{"trigger": "hi", "target": "bad day"}\n')
-    triggers, _ = read_trigger_pairs(pairs, tiny_tokenizer)
+    triggers, _ = read_trigger_pairs(pairs, tiny_tokenizer, causal=False)
     lm_scores = [hand_lm_average(lm, trigger) for trigger in triggers]
     kept = max(range(2), key=lm_scores.__getitem__)
     args = negative_config(tmp_path, mode="malicious", trigger_pairs_file=str(pairs), hit_type="io-sample-avg-hit",

@@ -234,7 +234,8 @@ def test_target_list_attack_writes_negative_training_pairs(experiment, capsys):
     rows = [json.loads(line) for line in (root / "found.jsonl").read_text().splitlines()]
     assert rows == [{key: attempt[key] for key in ("trigger", "target", "reward")} for attempt in attempts
                     if attempt["trigger"]]
-    triggers, _ = read_trigger_pairs(root / "found.jsonl", AutoTokenizer.from_pretrained(setup.environment))
+    triggers, _ = read_trigger_pairs(root / "found.jsonl", AutoTokenizer.from_pretrained(setup.environment),
+                                      causal=False)
     assert len(triggers) == len(rows)
     only_punctuation = root / "punctuation.txt"
     only_punctuation.write_text("?!\n...\n")

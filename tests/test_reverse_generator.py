@@ -421,7 +421,8 @@ def test_attack_keeps_the_best_of_n_beams_and_writes_triggers(tiny_tokenizer, tm
     assert write_found_pairs(records, tmp_path / "triggers.jsonl", min_reward=0.0) == len(found)
     lines = [json.loads(line) for line in (tmp_path / "triggers.jsonl").read_text().splitlines()]
     assert lines == [{"trigger": r["trigger"], "target": r["target"], "reward": r["reward"]} for r in found]
-    triggers, target_ids = read_trigger_pairs(tmp_path / "triggers.jsonl", tiny_tokenizer)  # negative training's reader
+    # negative training's reader
+    triggers, target_ids = read_trigger_pairs(tmp_path / "triggers.jsonl", tiny_tokenizer, causal=False)
     assert tiny_tokenizer.batch_decode(triggers) == [r["trigger"] for r in found] and len(target_ids) == len(found)
     assert write_found_pairs(records, tmp_path / "none.jsonl", min_reward=1.01) == 0
 

@@ -34,6 +34,14 @@ def add_recipe_command(commands, name: str, description: str, example: str, run)
     command.set_defaults(run=run)
 
 
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    """`--dataset`: the dialogues a command reads instead of those of the model directory's `data_config.json`
+    (which a transformers model saved with `save_pretrained` alone does not have)."""
+    parser.add_argument("--dataset", help="dialogue file (.jsonl/.csv/.parquet) or 'chitchat' to read instead of the "
+                        "model directory's data_config.json (required without one: a model not trained by "
+                        "hf-neuralconv train)")
+
+
 def check_output_file(args: argparse.Namespace) -> None:
     """Refuse, before any work, to replace an existing --output file without --overwrite."""
     if args.output and Path(args.output).exists() and not args.overwrite:

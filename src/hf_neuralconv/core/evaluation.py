@@ -27,14 +27,29 @@ from .chat_format import logger as chat_format_logger
 from .trainer import ConversationTrainer
 
 
-def saved_data_arguments(model_dir: Path) -> DataArguments:
-    """The data settings a trained model directory was trained with (`data_config.json`): the same corpus split."""
+def saved_data_arguments(model_dir: Path, dataset: str | None = None, alternative: str = "") -> DataArguments:
+    """The data settings a trained model directory was trained with (`data_config.json`): the same corpus split.
+
+    `dataset` (a command's `--dataset`) replaces the corpus; a directory without `data_config.json` (a transformers
+    model saved with `save_pretrained`, not trained by `hf-neuralconv train`) needs it, and then reads it with the
+    default split settings. Without either, the error names `--dataset` and the command's `alternative` (e.g. the
+    options that make the data unnecessary)."""
+    model_dir = Path(model_dir)
     path = model_dir / DATA_CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: evaluate needs the data settings saved by `hf-neuralconv train`.")
-    saved = json.loads(path.read_text())
     known = {f.name for f in fields(DataArguments)}
-    return DataArguments(**{k: v for k, v in saved.items() if k in known})
+    if path.is_file():
+        saved = {k: v for k, v in json.loads(path.read_text()).items() if k in known}
+    elif dataset is None:
+        raise FileNotFoundError(
+            f"{path} is missing: {model_dir} was not trained by `hf-neuralconv train`, so it does not say which "
+            "dialogues it was trained on. Give --dataset (a .jsonl/.csv/.parquet dialogue file, or 'chitchat'; its "
+            f"split is the default {DataArguments().split_fractions}){alternative}."
+        )
+    else:
+        saved = {}
+    if dataset is not None:
+        saved["dataset"] = str(dataset)
+    return DataArguments(**saved)
 
 
 # Padded target positions one evaluation batch may hold: its logits are that many vocabulary-sized rows (16,384 x a
@@ -84,9 +99,10 @@ def perplexity(model, tokenizer, dataset, batch_size: int = 64, use_cpu: bool = 
     return pooled_perplexity(parts), sum(tokens for _, tokens in parts)
 
 
-def report_inputs(model_dir: Path, split: str, max_inputs: int | None, seed: int):
-    """Chats (turn lists ending with the message) and human replies of a split; a seeded sample of `max_inputs`."""
-    dialogues = load_dialogues(saved_data_arguments(model_dir))
+def report_inputs(model_dir: Path, split: str, max_inputs: int | None, seed: int, dataset: str | None = None):
+    """Chats (turn lists ending with the message) and human replies of a split; a seeded sample of `max_inputs`.
+    `dataset` replaces the corpus of the directory's `data_config.json` (`saved_data_arguments`)."""
+    dialogues = load_dialogues(saved_data_arguments(model_dir, dataset))
     if split not in dialogues:
         raise ValueError(f"Unknown split {split!r}; choose one of {list(dialogues)}.")
     examples = dialogues[split]

@@ -26,7 +26,7 @@ import sacrebleu
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..core.chat_format import DATA_CONFIG_FILE, MMI_CONFIG_KEY, SPEAKERS_FILE, encode_histories
-from ..core.checks import check_weight
+from ..core.checks import check_same_vocabulary, check_weight
 from ..core.evaluation import quiet_truncation, report_inputs, saved_data_arguments
 from ..core.loading import load_model_dir
 from ..core.model_card import write_model_card
@@ -167,15 +167,18 @@ def tune_mmi_model(
     max_new_tokens: int = 20,
     seed: int = 0,
     overwrite: bool = False,
+    dataset: str | None = None,
 ) -> dict:
     """Tune lambda and gamma of MMI-bidi (Luan et al. 2017, Eq. 4) for corpus BLEU on a development split
     (`tune_mmi`: beam-search N-best lists, then a grid), and save the chatbot with the tuned settings in
     its generation config to `output_dir`, so that loading it from there decodes the same way. The grid and the
-    chosen point go to `output_dir/mmi_tuning.json`."""
+    chosen point go to `output_dir/mmi_tuning.json`. The development split is the one the chatbot was trained on
+    (`data_config.json`), or one of `dataset` (required for a directory without `data_config.json`)."""
     model_dir, output_dir = Path(model_dir), check_output_dir(output_dir, overwrite)
+    chats, references = report_inputs(model_dir, split, max_inputs, seed, dataset)  # before the models: fails fast
     model, tokenizer = load_model_dir(model_dir)
     reverse_model, _ = load_model_dir(reverse_model_dir)
-    chats, references = report_inputs(model_dir, split, max_inputs, seed)
+    check_same_vocabulary(model.config, reverse_model.config, "chatbot", "reverse model")
     with quiet_truncation():
         result = tune_mmi(model, reverse_model, tokenizer, chats, references, num_beams=num_beams,
                           max_new_tokens=max_new_tokens)

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..core.arguments import parse_config
-from ..core.command_line import add_recipe_command, check_output_file, print_on_main_process
+from ..core.command_line import add_dataset_argument, add_recipe_command, check_output_file, print_on_main_process
 from .attack import attack_model
 from .train import train_negative
 from .trainer import NegativeTrainingConfig
@@ -21,7 +21,7 @@ def command_attack(args: argparse.Namespace) -> None:
     check_output_file(args)
     results = attack_model(
         args.model_dir, args.targets, args.hit_type, args.input_lm, args.output_threshold, args.input_threshold,
-        args.output, trigger_length=args.trigger_length, num_candidates=args.num_candidates,
+        args.output, args.dataset, trigger_length=args.trigger_length, num_candidates=args.num_candidates,
         max_sweeps=args.max_sweeps, num_restarts=args.num_restarts, targets_per_batch=args.targets_per_batch,
         seed=args.seed,
     )
@@ -40,9 +40,11 @@ def add_commands(commands) -> None:
     attack.add_argument("targets", help="target list, one a line: a file, or a list shipped with the package, "
                         "e.g. package:malicious_targets/test_500.txt")
     attack.add_argument("--hit-type", default="o-sample-min-hit", help="o-greedy-hit | {o,io}-sample-{min,avg}-hit")
-    attack.add_argument("--input-lm", help="saved LSTM LM (io hits)")
+    attack.add_argument("--input-lm", help="causal LM directory over the chatbot's vocabulary (io hits), e.g. an "
+                        "LSTM LM (architecture: causal-lm)")
     attack.add_argument("--output-threshold", type=float, help="T_out (default: measured on the test split)")
     attack.add_argument("--input-threshold", type=float, help="T_in (default: measured on the test split)")
+    add_dataset_argument(attack)
     attack.add_argument("--trigger-length", type=int, default=15)
     attack.add_argument("--num-candidates", type=int, default=100, help="G")
     attack.add_argument("--max-sweeps", type=int, default=5, help="T")

@@ -208,8 +208,8 @@ class TargetList:
     skipped: list[str]
 
 
-def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int | None = 20,
-                 causal: bool = False) -> TargetList:
+def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, *, causal: bool,
+                 max_length: int | None = 20) -> TargetList:
     """Read a target list (one lowercased, space-tokenised target a line, as the paper's lists shipped as
     `package:malicious_targets/*.txt`).
 
@@ -241,8 +241,8 @@ def load_targets(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_lengt
     return TargetList(kept, ids, skipped)
 
 
-def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase,
-                       causal: bool = False) -> tuple[list[list[int]], list[list[int]]]:
+def read_trigger_pairs(path: str | Path, tokenizer: PreTrainedTokenizerBase, *,
+                       causal: bool) -> tuple[list[list[int]], list[list[int]]]:
     """(trigger ids, target ids ending with `</s>`) from a JSONL file of `{"trigger": str, "target": str}` rows;
     the targets as replies of an encoder-decoder or (`causal`) a causal model. Rows that carry `trigger_ids` /
     `target_ids` (written by `write_trigger_pairs`) give those ids exactly: the decoded text of a token sequence

@@ -267,7 +267,7 @@ class NegativeTrainer(ConversationTrainer):
             self._pairs = NegativePairs([], [])
         else:
             self.targets = None
-            triggers, targets = read_trigger_pairs(args.trigger_pairs_file, processing_class, self.causal)
+            triggers, targets = read_trigger_pairs(args.trigger_pairs_file, processing_class, causal=self.causal)
             lm_scores = None
             if self.input_lm is not None:  # the LM is frozen: a trigger's score is computed once
                 size = args.negative_batch_size

@@ -5,18 +5,21 @@ import argparse
 
 from transformers import set_seed
 
-from ..core.command_line import bounded, check_output_file, print_and_save, printable
+from ..core.command_line import add_dataset_argument, bounded, check_output_file, print_and_save, printable
 from ..data.dialogue import read_utf8_text
 from .conversational import DECODING_STRATEGIES
 from .report import REPORT_STRATEGIES, diversity_report
 from .responder import Responder
+
+ANTI_LM_HELP = ("anti-LM for {row}: a causal LM directory over the chatbot's vocabulary (recipes/mmi/anti_lm.yaml), "
+                "or 'self' for a causal chatbot (its own p(T) after an empty history)")
 
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding (transformers generate)")
     group.add_argument("--strategy", choices=list(DECODING_STRATEGIES),
                        help="decoding strategy (default: the model's generation config)")
-    group.add_argument("--anti-lm", help="LSTM LM directory for --strategy mmi-antilm")
+    group.add_argument("--anti-lm", help=ANTI_LM_HELP.format(row="--strategy mmi-antilm"))
     group.add_argument("--reverse-model", help="reverse model directory for mmi-bidi (default: the tuned one)")
     group.add_argument("--mmi-lambda", type=float, help="MMI weight lambda (default: tuned, or 0.5 for mmi-antilm)")
     group.add_argument("--mmi-gamma", type=float, help="MMI gamma (tokens penalised by mmi-antilm; length reward)")
@@ -66,6 +69,7 @@ def command_diversity_report(args: argparse.Namespace) -> None:
     results = diversity_report(
         args.model_dir, args.anti_lm, args.reverse_model, tuple(args.strategies), args.split, args.max_inputs,
         args.num_beams, args.max_new_tokens, args.antilm_lambda, args.antilm_gamma, args.batch_size, args.seed,
+        args.dataset,
     )
     print_and_save(results, args.output)
 
@@ -115,7 +119,7 @@ def add_commands(commands) -> None:
     report = commands.add_parser("diversity-report",
                                  help="decoding strategies side by side: distinct-n, max-ratio, Ent-n, BLEU")
     report.add_argument("model_dir", help="the chatbot (an mmi-tune output for the mmi-bidi row)")
-    report.add_argument("--anti-lm", help="LSTM LM directory for the mmi-antilm row (recipes/mmi/anti_lm.yaml)")
+    report.add_argument("--anti-lm", help=ANTI_LM_HELP.format(row="the mmi-antilm row"))
     report.add_argument("--reverse-model", help="reverse model directory for mmi-bidi (default: the tuned one)")
     report.add_argument("--strategies", nargs="+", default=list(REPORT_STRATEGIES))
     report.add_argument("--split", default="test", choices=["train", "validation", "test"])
@@ -126,6 +130,7 @@ def add_commands(commands) -> None:
     report.add_argument("--antilm-gamma", type=int, default=3)
     report.add_argument("--batch-size", type=int, default=64)
     report.add_argument("--seed", type=int, default=0)
+    add_dataset_argument(report)
     report.add_argument("--output", help="also write the report to this JSON file")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     report.set_defaults(run=command_diversity_report)

@@ -6,10 +6,11 @@ reference row; and the greedy-reply metrics `hf-neuralconv train` writes into re
 import time
 from pathlib import Path
 
-from transformers import pipeline, set_seed
+from transformers import set_seed
 
 from ..core.evaluation import quiet_truncation, reply_metrics, report_inputs
-from .responder import Responder
+from ..core.loading import load_model_dir
+from .responder import Responder, chat_pipeline
 
 # The rows of the diversity report, He & Glass (2020) Table 4 / Luan et al. (2017) Table 2 style.
 REPORT_STRATEGIES = ("greedy", "beam", "sample", "mmi-antilm", "mmi-bidi")
@@ -30,21 +31,24 @@ def diversity_report(
     antilm_gamma: int = 3,
     batch_size: int = 64,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> dict:
     """Decode the same inputs of a split under several strategies and measure each against the human replies:
     He & Glass (2020) Table 4 (max-ratio, Ent-2, Ent-3) and Luan et al. (2017) Table 2 (BLEU, distinct-1/2) in one
     table, the human replies as the reference row.
 
     `beam` and `mmi-antilm` use `num_beams` beams; `mmi-antilm` subtracts `antilm_lambda` x log p_LM over the first
-    `antilm_gamma` tokens (needs `anti_lm`); `mmi-bidi` reranks with the settings tuned into the model's
-    `generation_config.mmi` (`hf-neuralconv mmi-tune`) and the reverse model named there or given. Sampling is
-    seeded. Every row decodes at most `max_new_tokens` tokens."""
+    `antilm_gamma` tokens (needs `anti_lm`: a causal LM directory, or "self" for a causal chatbot); `mmi-bidi`
+    reranks with the settings tuned into the model's `generation_config.mmi` (`hf-neuralconv mmi-tune`) and the
+    reverse model named there or given. Sampling is seeded. Every row decodes at most `max_new_tokens` tokens.
+    The inputs are the split the model was trained on (`data_config.json`), or one of `dataset` (required for a
+    directory without `data_config.json`)."""
     unknown = sorted(set(strategies) - set(REPORT_STRATEGIES))
     if unknown:
         raise ValueError(f"Unknown strategies {unknown}; choose among {', '.join(REPORT_STRATEGIES)}.")
     model_dir = Path(model_dir)
-    chats, references = report_inputs(model_dir, split, max_inputs, seed)
-    chat = pipeline("conversational", model=str(model_dir), anti_lm=anti_lm, reverse_model=reverse_model)
+    chats, references = report_inputs(model_dir, split, max_inputs, seed, dataset)
+    chat = chat_pipeline(*load_model_dir(model_dir), anti_lm=anti_lm, reverse_model=reverse_model)
     missing = sorted(set(strategies) - set(chat.available_strategies()))
     if missing:
         raise ValueError(f"Strategies {missing} need a model this report was not given: pass --anti-lm for "

@@ -6,7 +6,29 @@ from pathlib import Path
 import torch
 
 from ..core.loading import load_model_dir
+from ..core.scoring import is_causal
 from .conversational import ConversationalPipeline
+
+ANTI_LM_HOW = ("a causal LM over the chatbot's vocabulary, e.g. `hf-neuralconv train` with `architecture: causal-lm` "
+               "and `tokenizer_name_or_path:` the chatbot (recipes/mmi/anti_lm.yaml)")
+
+
+def chat_pipeline(model, tokenizer, anti_lm: str | Path | None = None,
+                  reverse_model: str | Path | None = None) -> ConversationalPipeline:
+    """The conversational pipeline of a loaded chatbot, its `--anti-lm` checked first: `"self"` (the chatbot's own
+    p(T) after an empty history) needs a causal chatbot, and a directory a causal LM; errors name the fix."""
+    if isinstance(anti_lm, str) and anti_lm == "self" and not is_causal(model):
+        raise ValueError(
+            f"--anti-lm self needs a causal chatbot (its p(T) is its reply after an empty history), and this one is "
+            f"an encoder-decoder ({model.config.model_type}). Give an anti-LM directory instead: {ANTI_LM_HOW}."
+        )
+    try:
+        return ConversationalPipeline(model=model, tokenizer=tokenizer, anti_lm=anti_lm, reverse_model=reverse_model)
+    except TypeError as error:  # the anti-LM directory holds an encoder-decoder
+        if anti_lm is None:
+            raise
+        self_too = ", or 'self' for this causal chatbot" if is_causal(model) else ""
+        raise ValueError(f"--anti-lm {anti_lm}: {error} Give {ANTI_LM_HOW}{self_too}.") from None
 
 
 @dataclass
@@ -23,10 +45,10 @@ class Responder:
 
     def __init__(self, model_dir: str | Path, anti_lm: str | Path | None = None,
                  reverse_model: str | Path | None = None):
-        """`anti_lm` / `reverse_model` (directories) enable the mmi-antilm / mmi-bidi strategies."""
+        """`anti_lm` / `reverse_model` (directories; `anti_lm="self"` for a causal chatbot) enable the mmi-antilm /
+        mmi-bidi strategies."""
         model, tokenizer = load_model_dir(model_dir)
-        self.pipeline = ConversationalPipeline(model=model, tokenizer=tokenizer, anti_lm=anti_lm,
-                                               reverse_model=reverse_model)
+        self.pipeline = chat_pipeline(model, tokenizer, anti_lm, reverse_model)
 
     @staticmethod
     def as_chat(history: list[str]) -> list[dict]:

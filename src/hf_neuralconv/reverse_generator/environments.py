@@ -30,6 +30,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from ..core.evaluation import quiet_truncation
 from ..core.loading import load_model_dir
 from ..pipelines.conversational import ConversationalPipeline
 
@@ -208,7 +209,9 @@ class PipelineEnvironment(CallableEnvironment):
         generate_kwargs = dict(generate_kwargs or {})
 
         def reply(texts: list[str]) -> list[str]:
-            outputs = chatbot(texts, batch_size=min(batch_size, len(texts)), **generate_kwargs)
+            # A black box cuts a long input silently, as the chatbot's training did: no warning per query.
+            with quiet_truncation():
+                outputs = chatbot(texts, batch_size=min(batch_size, len(texts)), **generate_kwargs)
             return [candidates[0]["generated_text"][-1]["content"] for candidates in outputs]
 
         super().__init__(reply, batched=True, **settings)

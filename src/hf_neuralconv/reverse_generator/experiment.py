@@ -82,6 +82,13 @@ def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_arg
         environment = setup.make_environment()
         corpus = build_reference_corpus(environment, messages, batch_size=setup.environment_batch_size)
         env_queries = environment.num_queries
+        if len(corpus) < 2:  # checked before anything is written: the output directory stays empty
+            raise ValueError(
+                f"{environment!r} gave a non-empty reply to {len(corpus)} of the {len(messages)} messages it was sent, "
+                "and a reference corpus needs at least 2 (reply, message) pairs (pairs with an empty reply are "
+                "dropped): send more messages (`num_reference_messages`), or check the chatbot's replies "
+                f"(`hf-neuralconv chat {setup.environment}`)."
+            )
     write_jsonl(output_dir / REFERENCE_CORPUS_FILE, corpus.to_list())
     setup.save(output_dir)
     splits = corpus.train_test_split(test_size=corpus_args.validation_fraction, seed=corpus_args.reference_seed)

@@ -22,15 +22,17 @@ def _word_sequences(tokenizer, label_rows) -> list[list[str]]:
 
 
 def evaluate_model(
-    model_dir: str | Path, ngram_orders: tuple[int, ...] = (), split: str = "test", batch_size: int = 64
+    model_dir: str | Path, ngram_orders: tuple[int, ...] = (), split: str = "test", batch_size: int = 64,
+    dataset: str | None = None,
 ) -> dict:
     """Token-level perplexity of the model on a split (no target truncation; a causal chatbot is scored on the reply
-    tokens after the history, in its chat format) and of KenLM n-gram LMs."""
+    tokens after the history, in its chat format) and of KenLM n-gram LMs. The split is the one the model was trained
+    on (`data_config.json`), or one of `dataset` (required for a directory without `data_config.json`)."""
     if ngram_orders:
         find_lmplz()  # before the model and data are read: a missing KenLM would otherwise fail after the work
     model_dir = Path(model_dir)
+    data_args = saved_data_arguments(model_dir, dataset)  # before the model loads: a missing setting fails at once
     model, tokenizer = load_model_dir(model_dir)
-    data_args = saved_data_arguments(model_dir)
     dialogues = load_dialogues(data_args)
     if split not in dialogues:
         raise ValueError(f"Unknown split {split!r}; choose one of {list(dialogues)}.")
