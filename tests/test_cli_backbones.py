@@ -391,3 +391,21 @@ def test_persona_report_names_what_a_chatbot_directory_is_not(runs, capsys):
     error = refused(capsys, "persona-report", root / "gpt2")
     assert "is not the result of a persona-train run" in error
 
+
+
+def test_a_gpt2_reverse_generator_is_pretrained_and_reinforced(runs, word_vectors, tmp_path):
+    """reverse-pretrain with `model_type: gpt2` builds a causal generator (Liu et al.'s G_theta on another backbone);
+    reverse-train reinforces it against the BART chatbot."""
+    root, _ = runs
+    pretrained, reinforced = tmp_path / "pre", tmp_path / "rl"
+    main(["reverse-pretrain", str(write_yaml(tmp_path / "pretrain.yaml", dict(
+        output_dir=str(pretrained), environment=str(root / "bart"), word_vectors=str(word_vectors),
+        stopwords="none", environment_batch_size=8, num_reference_messages=12, vocab_size=300, model_type="gpt2",
+        model_config=SIZES["gpt2"], max_steps=2, eval_strategy="no", **QUIET)))])
+    generator, _ = load_model_dir(pretrained)
+    assert generator.config.model_type == "gpt2"
+    main(["reverse-train", str(write_yaml(tmp_path / "reinforce.yaml", dict(
+        generator=str(pretrained), output_dir=str(reinforced), num_samples=2, per_device_train_batch_size=2,
+        max_steps=2, max_input_tokens=5, logging_steps=1, **QUIET)))])
+    trained = json.loads((reinforced / "results.json").read_text())
+    assert trained["steps"] == 2 and 0 < trained["env_queries"] <= 2 * 2 * 2

@@ -88,10 +88,13 @@ from .trainer import MultiTaskTrainer, StopWhenDevPerplexityConverges, encode_au
 def _check_recipe(model_args: ModelArguments, data_args: DataArguments,
                   training_args: SpeakerAdaptationTrainingArguments) -> None:
     """Settings of the shared dataclasses that this experiment cannot honour are errors, not silently ignored."""
-    if model_args.model_name_or_path or model_args.tokenizer_name_or_path or model_args.architecture != "seq2seq":
+    if (model_args.model_name_or_path or model_args.tokenizer_name_or_path or model_args.model_type
+            or model_args.architecture != "seq2seq"):
         raise ValueError(
-            "persona-train builds the baseline's seq2seq model and vocabulary itself and the MTASK runs adapt "
-            "`base_model`: remove `model_name_or_path`, `tokenizer_name_or_path` and `architecture`."
+            "persona-train builds the baseline's LSTM seq2seq model and vocabulary itself (the paper's) and the MTASK "
+            "runs adapt `base_model`: remove `model_name_or_path`, `tokenizer_name_or_path`, `model_type` and "
+            "`architecture`. MTASK-S adapters of other backbones: `hf_neuralconv.persona.add_speaker_adapter` "
+            "(docs/backbones.md)."
         )
     defaults = DataArguments()
     ignored = [name for name in ("direction", "split_fractions", "split_seed", "max_eval_examples")

@@ -65,8 +65,10 @@ def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_arg
     A generator is new (sized by `model_args`, with a word tokenizer of the corpus) or starts from
     `model_name_or_path`, e.g. a reverse model p(message|reply) trained on human dialogue
     (`recipes/mmi/reverse.yaml`)."""
-    if model_args.architecture != "seq2seq":
-        raise ValueError("The reverse generator is a seq2seq model: set `architecture: seq2seq`.")
+    if model_args.model_type is None and model_args.architecture != "seq2seq":
+        raise ValueError("The reverse generator reads a target and writes an input, a chatbot of its own: our LSTM "
+                         "with `architecture: seq2seq` (the default), or a transformers chatbot with `model_type:`; "
+                         "not the LSTM language model.")
     run = start_training_run(training_args)
     output_dir = run.path
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ def pretrain(model_args: ModelArguments, setup: AttackSetupArguments, corpus_arg
     else:
         tokenizer = train_word_tokenizer(list(corpus["input"]) + list(corpus["output"]), corpus_args.vocab_size)
     model = build_model(model_args, tokenizer)
-    model.generation_config = default_generation_config(tokenizer)
+    model.generation_config = default_generation_config(tokenizer, model=model)
     tokenizer.save_pretrained(output_dir)
     trainer = pretrain_reverse_generator(model, tokenizer, training_args, splits["train"], splits["test"])
     trainer.save_model(str(output_dir))
