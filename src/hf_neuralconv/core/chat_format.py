@@ -14,7 +14,8 @@ the backbone (`chat_style`):
   (its end-of-sequence token when it has none) as its source, with its own special tokens.
 
 An encoder-decoder gets the history as its source and predicts the reply; a causal model reads the history and the
-reply as one sequence and predicts the reply's tokens only (`reply_example` masks the rest). A saved model
+reply as one sequence and predicts the reply's tokens only (`core.scoring.pair_batch` and
+`core.building.encode_chat_examples` mask the rest). A saved model
 directory says how much of a history the model reads (`data_config.json`: context turns, source length).
 Everything that answers a chat (the pipeline, MMI reranking, the reports, the attacks) goes through
 `conversation_turns` -> `encode_history`, so all of them read a chat alike.
