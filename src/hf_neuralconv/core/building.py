@@ -17,7 +17,7 @@ from ..models.lstm.modeling_lstm import LSTMForCausalLM, LSTMSeq2SeqForCondition
 from .arguments import ARCHITECTURES, DataArguments, ModelArguments
 from .chat_format import encode_replies, format_history
 from .loading import chatbot_auto_class, load_model
-from .scoring import is_causal
+from .scoring import is_causal, pair_rows
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,9 @@ def encode_chat_examples(batch: dict, tokenizer: PreTrainedTokenizerBase, causal
     counts (transformers' causal LMs shift the labels themselves)."""
     turn_lists = [[*context, message] for context, message in zip(batch["context"], batch["message"], strict=True)]
     histories = [format_history(tokenizer, turns, causal, max_source_length)[0] for turns in turn_lists]
-    replies = encode_replies(tokenizer, batch["response"], causal, max_target_length)
-    if not causal:
-        return {"input_ids": histories, "labels": replies}
-    return {"input_ids": [[*history, *reply] for history, reply in zip(histories, replies, strict=True)],
-            "labels": [[-100] * len(history) + reply for history, reply in zip(histories, replies, strict=True)]}
+    input_ids, labels = pair_rows(histories, encode_replies(tokenizer, batch["response"], causal, max_target_length),
+                                  causal)
+    return {"input_ids": input_ids, "labels": labels}
 
 
 # How `tokenize_dataset` lays out an example (`row_layout`): history and reply for an encoder-decoder, both in one

@@ -54,17 +54,25 @@ def is_causal(model) -> bool:
     return not getattr(config, "is_encoder_decoder", False)
 
 
+def pair_rows(
+    sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], causal: bool
+) -> tuple[list[list[int]], list[list[int]]]:
+    """(source, reply) id pairs as a model's rows, `input_ids` and `labels`: an encoder-decoder's are the sources and
+    the replies; a causal model's are source + reply and -100 over the source, so that it learns and is scored on the
+    reply only."""
+    if not causal:
+        return [list(source) for source in sources], [list(target) for target in targets]
+    pairs = list(zip(sources, targets, strict=True))
+    return ([[*source, *target] for source, target in pairs],
+            [[-100] * len(source) + list(target) for source, target in pairs])
+
+
 def pair_batch(
     sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_token_id: int, causal: bool, device
 ) -> dict[str, torch.Tensor]:
-    """(source, reply) id pairs as one right-padded batch: `input_ids`, `attention_mask` and `labels` (-100 on
-    padding). An encoder-decoder's `input_ids` are the sources and its labels the replies; a causal model's
-    `input_ids` are source + reply and its labels -100 over the source, so it learns and is scored on the reply only."""
-    if causal:
-        rows = [[*source, *target] for source, target in zip(sources, targets, strict=True)]
-        labels = [[-100] * len(source) + list(target) for source, target in zip(sources, targets, strict=True)]
-    else:
-        rows, labels = sources, targets
+    """(source, reply) id pairs (`pair_rows`) as one right-padded batch: `input_ids`, `attention_mask` and `labels`
+    (-100 on padding)."""
+    rows, labels = pair_rows(sources, targets, causal)
     input_ids = pad_ids(rows, pad_token_id, device)
     attention_mask = pad_ids([[1] * len(row) for row in rows], 0, device)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad_ids(labels, -100, device)}

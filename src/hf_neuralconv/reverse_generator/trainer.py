@@ -40,10 +40,10 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from ..core.chat_format import chat_style, encode_history, encode_replies, generated_replies, generation_inputs
-from ..core.scoring import is_causal, pair_batch, target_log_probs, token_log_probs
+from ..core.scoring import is_causal, pair_batch, pair_rows, target_log_probs, token_log_probs
 from ..core.trainer import ConversationTrainer, evaluation_mode, unpin_memory_on_cpu
 from ..data.collator import DialogueCollator
-from ..data.tokenization import encode_source
+from ..data.tokenization import encode_source, padding_id
 from .environments import DialogueEnvironment, EnvironmentQueryError
 
 BASELINES = ("mean", "none")
@@ -104,7 +104,7 @@ def reverse_generation_config(tokenizer: PreTrainedTokenizerBase, max_input_toke
     return GenerationConfig(
         max_new_tokens=max_input_tokens,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=DialogueCollator.for_tokenizer(tokenizer).pad_token_id,
+        pad_token_id=padding_id(tokenizer),
         suppress_tokens=[index for index in tokenizer.all_special_ids if index != tokenizer.eos_token_id],
         **decoding,
     )
@@ -372,11 +372,9 @@ class ReinforceTrainer(Trainer):
 
 def _reverse_examples(batch: dict, tokenizer: PreTrainedTokenizerBase, max_source_length: int,
                       max_target_length: int, causal: bool) -> dict:
-    sources = encode_targets(tokenizer, batch["output"], max_source_length, causal)
-    replies = encode_replies(tokenizer, batch["input"], causal, max_target_length)
-    pad = DialogueCollator.for_tokenizer(tokenizer).pad_token_id
-    rows = [pair_batch([source], [reply], pad, causal, "cpu") for source, reply in zip(sources, replies, strict=True)]
-    return {key: [row[key][0].tolist() for row in rows] for key in ("input_ids", "labels")}
+    input_ids, labels = pair_rows(encode_targets(tokenizer, batch["output"], max_source_length, causal),
+                                  encode_replies(tokenizer, batch["input"], causal, max_target_length), causal)
+    return {"input_ids": input_ids, "labels": labels}
 
 
 def reverse_pairs_dataset(pairs: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_source_length: int = 32,
