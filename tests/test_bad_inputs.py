@@ -141,6 +141,33 @@ def test_overrides_are_read_like_the_recipe_file(tmp_path, dialogue_file, overri
     assert from_override == from_file == expected
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, dialogue_file, monkeypatch, caplog, native):
+    from hf_neuralconv.core import arguments
+
+    monkeypatch.setattr(arguments, "cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger=arguments.__name__):
+        training = parse_config(write_recipe(tmp_path, dialogue_file), overrides=["bf16=true", "use_cpu=true"])[2]
+    assert training.bf16 is native
+    assert ("no native bf16" in caplog.text) is not native
+
+
+def test_the_bf16_check_agrees_with_what_an_lstm_can_do():
+    """Where the check allows bf16, an LSTM runs under bf16 autocast (on CPUs with AVX2 alone oneDNN refuses)."""
+    import torch
+
+    from hf_neuralconv.core.arguments import cpu_has_bf16
+
+    lstm = torch.nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.randn(1, 2, 4))
+        runs = True
+    except RuntimeError:
+        runs = False
+    assert runs or not cpu_has_bf16()
+
+
 def test_overwrite_starts_a_new_run_and_its_resume_finds_no_old_checkpoint(trained_copy, capsys):
     """overwrite_output_dir=yes clears the old run's checkpoint-*: a later resume would load weights of another
     architecture (a size-mismatch traceback) into the new run."""

@@ -268,10 +268,20 @@ def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: S
             if setting.init and setting.name in config:
                 config[setting.name] = _typed_setting(setting.name, config[setting.name], hints[setting.name],
                                                       sources[setting.name])
+    if config.get("bf16") and (config.get("use_cpu") or not torch.cuda.is_available()) and not cpu_has_bf16():
+        # oneDNN has no bf16 LSTM on such CPUs (the first step fails), and their bf16 matrix products are emulated
+        logger.warning("bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); training in fp32 instead.")
+        config["bf16"] = False
     if config.get("generation_config") and not saves_generation_config:
         raise ValueError("generation_config: only `hf-neuralconv train` saves decoding defaults with the model it "
                          "trains; remove it from this recipe (a chat call chooses its own decoding).")
     return HfArgumentParser(dataclass_types).parse_dict(config, allow_extra_keys=False)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (oneDNN's test: AVX-512 BF16 or AMX), so that bf16 autocast
+    works for every layer and pays off."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class _RecipeLoader(yaml.SafeLoader):
