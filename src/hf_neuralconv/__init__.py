@@ -94,6 +94,9 @@ _LAZY_NAMES = {
     "EmbeddingSimilarityReward": "reverse_generator",
     "ReinforceConfig": "reverse_generator",
     "ReinforceTrainer": "reverse_generator",
+    # serving
+    "ChatBatcher": "serving",
+    "ChatCompletionServer": "serving",
     # metric modules for `evaluate.load(path)`
     "metric_path": "metrics",
 }

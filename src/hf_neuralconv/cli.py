@@ -14,9 +14,11 @@ from .persona import cli as persona_cli
 from .pipelines import cli as pipeline_cli
 from .reverse_generator import cli as reverse_generator_cli
 from .seq2seq import cli as seq2seq_cli
+from .serving import cli as serving_cli
 
 # In the order `hf-neuralconv --help` lists them.
-METHOD_COMMANDS = (seq2seq_cli, negative_training_cli, mmi_cli, pipeline_cli, reverse_generator_cli, persona_cli)
+METHOD_COMMANDS = (seq2seq_cli, negative_training_cli, mmi_cli, pipeline_cli, reverse_generator_cli, persona_cli,
+                   serving_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

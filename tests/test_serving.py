@@ -1,0 +1,378 @@
+"""The OpenAI-compatible server (`hf-neuralconv serve`) and the batcher under it: replies equal the pipeline's answer
+to each client's own history while concurrent requests share pipeline calls, the official `openai` client works
+against it, and malformed requests get a 4xx in the API's error shape while the server keeps answering."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import SENTENCES, backbone_model, backbone_tokenizer, free_port, make_model_dir
+from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
+
+from hf_neuralconv.cli import main
+from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
+from hf_neuralconv.serving import BackgroundServer, ChatBatcher, ChatCompletionServer
+
+GREEDY = {"strategy": "greedy", "max_new_tokens": 8}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("served") / "tiny-chatbot", seed=3)
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    model, tokenizer = load_model_dir(model_dir)
+    return ConversationalPipeline(model=model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def running(pipe):
+    server = ChatCompletionServer(pipe, "tiny-chatbot", max_batch_size=16, max_wait_s=0.02, max_tokens_limit=64)
+    with BackgroundServer(server) as background:
+        background.server = server
+        yield background
+
+
+@pytest.fixture(scope="module")
+def client(running):
+    return OpenAI(base_url=running.base_url, api_key="unused", max_retries=0)
+
+
+def reply_of(pipe, chat, **options):
+    return pipe(chat, **{**GREEDY, **options})[0]["generated_text"][-1]["content"]
+
+
+def histories(count: int) -> list[list[dict]]:
+    """`count` different chats of 1-3 turns, the last the user's."""
+    chats = []
+    for index in range(count):
+        turns = [SENTENCES[(index + shift) % len(SENTENCES)] for shift in range(1 + 2 * (index % 2))]
+        chats.append([{"role": "user" if position % 2 == 0 else "assistant", "content": text}
+                      for position, text in enumerate(turns)])
+    return chats
+
+
+# --- the batcher ---
+
+
+@pytest.mark.parametrize("backbone", ["lstm", "gpt2", "bart"])
+def test_concurrent_chats_share_calls_and_get_their_own_replies(backbone, pipe):
+    if backbone != "lstm":
+        pipe = ConversationalPipeline(model=backbone_model(backbone), tokenizer=backbone_tokenizer(backbone))
+    batcher = ChatBatcher(pipe, max_batch_size=8, max_wait_s=0.05)
+    chats = histories(20)
+    gate = threading.Barrier(len(chats))
+
+    def ask(chat):
+        gate.wait()
+        return batcher.answer(chat, **GREEDY)[0]["generated_text"][-1]["content"]
+
+    with ThreadPoolExecutor(len(chats)) as pool:
+        replies = list(pool.map(ask, chats))
+    batcher.close()
+    assert replies == [reply_of(pipe, chat) for chat in chats]
+    assert sum(batcher.batch_sizes) == len(chats) and max(batcher.batch_sizes) > 1
+    assert max(batcher.batch_sizes) <= 8
+
+
+def test_requests_with_other_options_never_share_a_batch(pipe):
+    batcher = ChatBatcher(pipe, max_batch_size=32, max_wait_s=0.2)
+    chats = histories(6)
+    lengths = [3, 5, 3, 5, 3, 5]
+    futures = [batcher.submit(chat, strategy="greedy", max_new_tokens=length) for chat, length in
+               zip(chats, lengths, strict=True)]
+    outputs = [future.result(30)[0]["generated_text"][-1]["content"] for future in futures]
+    batcher.close()
+    assert outputs == [reply_of(pipe, chat, max_new_tokens=length) for chat, length in
+                       zip(chats, lengths, strict=True)]
+    assert sorted(batcher.batch_sizes) == [3, 3]
+
+
+class RefusingPipeline:
+    """A stand-in for the pipeline that refuses any batch holding the word 'boom' (as the real one refuses, say, a
+    persona it does not know), and records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, chats, batch_size, **options):
+        self.calls.append(len(chats))
+        if any("boom" in chat[-1]["content"] for chat in chats):
+            raise ValueError("boom is refused")
+        return [[{"generated_text": [*chat, {"role": "assistant", "content": chat[-1]["content"].upper()}]}]
+                for chat in chats]
+
+
+def test_a_refused_chat_fails_alone():
+    fake = RefusingPipeline()
+    batcher = ChatBatcher(fake, max_batch_size=8, max_wait_s=0.2)
+    futures = [batcher.submit([{"role": "user", "content": text}]) for text in ("a b", "boom", "c d")]
+    assert futures[0].result(10)[0]["generated_text"][-1]["content"] == "A B"
+    with pytest.raises(ValueError, match="boom is refused"):
+        futures[1].result(10)
+    assert futures[2].result(10)[0]["generated_text"][-1]["content"] == "C D"
+    batcher.close()
+    assert fake.calls == [3, 1, 1, 1]  # the batch, then each chat alone
+    with pytest.raises(ValueError, match="last message must be the user's"):  # refused before it is queued
+        batcher.submit([{"role": "assistant", "content": "x"}])
+
+
+def test_closing_answers_what_was_submitted(pipe):
+    batcher = ChatBatcher(pipe, max_batch_size=4, max_wait_s=5.0)  # a long window: close must not wait for it
+    future = batcher.submit(histories(1)[0], **GREEDY)
+    started = time.monotonic()
+    batcher.close()
+    assert time.monotonic() - started < 4
+    assert future.result(0)[0]["generated_text"][-1]["content"] == reply_of(pipe, histories(1)[0])
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit("hi")
+
+
+# --- the server, through the official openai client ---
+
+
+def test_models_and_a_greedy_completion(client, pipe):
+    assert [model.id for model in client.models.list().data] == ["tiny-chatbot"]
+    assert client.models.retrieve("tiny-chatbot").owned_by == "hf-neuralconv"
+    chat = histories(2)[1]
+    completion = client.chat.completions.create(model="tiny-chatbot", messages=chat, temperature=0, max_tokens=8)
+    [choice] = completion.choices
+    assert choice.message.role == "assistant" and choice.message.content == reply_of(pipe, chat)
+    reply_tokens = len(pipe.tokenizer(choice.message.content, add_special_tokens=False)["input_ids"])
+    prompt_tokens = pipe.preprocess(chat)["input_ids"].shape[1]
+    assert completion.usage.completion_tokens == reply_tokens and completion.usage.prompt_tokens == prompt_tokens
+    assert completion.usage.total_tokens == reply_tokens + prompt_tokens
+    assert choice.finish_reason == ("length" if reply_tokens >= 8 else "stop")
+    assert completion.model == "tiny-chatbot" and completion.id.startswith("chatcmpl-")
+
+
+def test_n_best_beams_sampling_and_the_packages_options(client, pipe):
+    chat = histories(1)[0]
+    beams = client.chat.completions.create(model="tiny-chatbot", messages=chat, n=3, max_tokens=6,
+                                           extra_body={"strategy": "beam", "num_beams": 4})
+    expected = pipe(chat, strategy="beam", num_beams=4, num_return_sequences=3, max_new_tokens=6)
+    assert [choice.message.content for choice in beams.choices] == [
+        output["generated_text"][-1]["content"] for output in expected]
+    assert [choice.index for choice in beams.choices] == [0, 1, 2]
+    samples = client.chat.completions.create(model="tiny-chatbot", messages=chat, n=4, temperature=1.5, top_p=0.9,
+                                             max_tokens=6)
+    assert len(samples.choices) == 4 and all(choice.message.content is not None for choice in samples.choices)
+    # context_turns 0: the reply to the last message alone
+    long_chat = histories(2)[1]
+    answer = client.chat.completions.create(model="tiny-chatbot", messages=long_chat, temperature=0, max_tokens=8,
+                                            extra_body={"context_turns": 0})
+    assert answer.choices[0].message.content == reply_of(pipe, long_chat[-1:])
+
+
+def test_streaming_sends_the_same_reply(client, pipe):
+    chat = histories(3)[2]
+    stream = client.chat.completions.create(model="tiny-chatbot", messages=chat, temperature=0, max_tokens=8,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == reply_of(pipe, chat)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] in ("stop", "length")
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(
+        pipe.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_stop_strings_cut_the_reply(client, pipe):
+    chat = histories(1)[0]
+    full = reply_of(pipe, chat)
+    word = full.split()[1]
+    completion = client.chat.completions.create(model="tiny-chatbot", messages=chat, temperature=0, max_tokens=8,
+                                                stop=[word])
+    assert completion.choices[0].message.content == full[: full.find(word)]
+    assert completion.choices[0].finish_reason == "stop"
+
+
+def test_fifty_concurrent_clients_get_their_own_histories_replies(running, pipe):
+    """Each client chats three turns; every reply is the pipeline's answer to that client's own history."""
+
+    def session(number: int) -> list[tuple[str, str]]:
+        own = OpenAI(base_url=running.base_url, api_key="unused", max_retries=0)
+        history, said = [], []
+        for turn in range(3):
+            message = f"{SENTENCES[(number + turn) % len(SENTENCES)]} {SENTENCES[number % 3]}"
+            history.append({"role": "user", "content": message})
+            reply = own.chat.completions.create(model="tiny-chatbot", messages=history, temperature=0,
+                                                max_tokens=8).choices[0].message.content
+            history.append({"role": "assistant", "content": reply})
+            said.append(reply)
+        return history
+
+    calls = len(running.server.batcher.batch_sizes)
+    with ThreadPoolExecutor(50) as pool:
+        sessions = list(pool.map(session, range(50)))
+    for history in sessions:
+        for end in range(1, len(history), 2):
+            assert history[end]["content"] == reply_of(pipe, history[:end])
+    sizes = running.server.batcher.batch_sizes[calls:]
+    assert sum(sizes) == 150 and max(sizes) > 1
+
+
+def _post(url: str, body: bytes, content_type: str | None = "application/json", method: str = "POST",
+          headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
+                                     headers={**({"Content-Type": content_type} if content_type else {}),
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _chat(**fields) -> bytes:
+    return json.dumps({"model": "tiny-chatbot", "messages": [{"role": "user", "content": "hi , how are you ?"}],
+                       **fields}).encode()
+
+
+MALFORMED = [  # (what, body, content type, method, path, status, words of the message)
+    ("missing messages", b'{"model": "tiny-chatbot"}', "application/json", "POST", "/chat/completions", 400,
+     "messages: this parameter is required"),
+    ("empty messages", _chat(messages=[]), "application/json", "POST", "/chat/completions", 400, "messages"),
+    ("system role", _chat(messages=[{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}]),
+     "application/json", "POST", "/chat/completions", 400, "role 'system'"),
+    ("unknown role", _chat(messages=[{"role": "robot", "content": "hi"}]), "application/json", "POST",
+     "/chat/completions", 400, "role 'robot'"),
+    ("last turn not the user's", _chat(messages=[{"role": "user", "content": "hi"},
+                                                 {"role": "assistant", "content": "hello"}]),
+     "application/json", "POST", "/chat/completions", 400, "last message must be the user's"),
+    ("empty content", _chat(messages=[{"role": "user", "content": "   "}]), "application/json", "POST",
+     "/chat/completions", 400, "messages.0.content is empty"),
+    ("content not text", _chat(messages=[{"role": "user", "content": 42}]), "application/json", "POST",
+     "/chat/completions", 400, "messages.0.content"),
+    ("image content", _chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+     "application/json", "POST", "/chat/completions", 400, "messages.0.content"),
+    ("a 1 MB body", _chat(messages=[{"role": "user", "content": "a " * 500_000}]), "application/json", "POST",
+     "/chat/completions", 413, "limit"),
+    ("negative max_tokens", _chat(max_tokens=-5), "application/json", "POST", "/chat/completions", 400,
+     "max_tokens"),
+    ("max_tokens over the limit", _chat(max_tokens=10_000), "application/json", "POST", "/chat/completions", 400,
+     "above this server's limit of 64"),
+    ("n = 1000", _chat(n=1000), "application/json", "POST", "/chat/completions", 400, "n: "),
+    ("n > 1 with greedy decoding", _chat(n=3, temperature=0), "application/json", "POST", "/chat/completions", 400,
+     "greedy decoding gives one"),
+    ("temperature out of range", _chat(temperature=7), "application/json", "POST", "/chat/completions", 400,
+     "temperature"),
+    ("bad JSON", b'{"model": "tiny-chatbot", "messages": [', "application/json", "POST", "/chat/completions", 400,
+     "not valid JSON"),
+    ("a JSON list", b"[1, 2]", "application/json", "POST", "/chat/completions", 400, "JSON object"),
+    ("unknown model", _chat(model="gpt-4"), "application/json", "POST", "/chat/completions", 404,
+     "'gpt-4' does not exist"),
+    ("wrong content type", _chat(), "text/plain", "POST", "/chat/completions", 415, "Content-Type"),
+    ("unknown field", _chat(tools=[{"type": "function"}]), "application/json", "POST", "/chat/completions", 400,
+     "tools: this server does not know"),
+    ("unknown strategy", _chat(strategy="telepathy"), "application/json", "POST", "/chat/completions", 400,
+     "strategy"),
+    ("strategy without its model", _chat(strategy="mmi-antilm"), "application/json", "POST", "/chat/completions",
+     400, "needs a second model"),
+    ("sampling settings under beam search", _chat(strategy="beam", temperature=0.7), "application/json", "POST",
+     "/chat/completions", 400, "apply to sampling"),
+    ("a speaker for a model without speakers", _chat(speaker="alice"), "application/json", "POST",
+     "/chat/completions", 400, "no speakers"),
+    ("an unsupported penalty", _chat(presence_penalty=1.0), "application/json", "POST", "/chat/completions", 400,
+     "not supported"),
+    ("GET on the completions endpoint", b"", None, "GET", "/chat/completions", 405, "not allowed"),
+    ("unknown endpoint", b"{}", "application/json", "POST", "/completions", 404, "No such endpoint"),
+]
+
+
+@pytest.mark.parametrize("what, body, content_type, method, path, status, words", MALFORMED,
+                         ids=[case[0] for case in MALFORMED])
+def test_malformed_requests_get_a_4xx_in_the_apis_error_shape(running, pipe, what, body, content_type, method, path,
+                                                              status, words):
+    code, answer = _post(running.base_url + path, body, content_type, method)
+    assert code == status
+    assert set(answer) == {"error"} and set(answer["error"]) == {"message", "type", "param", "code"}
+    assert words in answer["error"]["message"]
+    # ... and the server still answers a well-formed request.
+    code, answer = _post(running.base_url + "/chat/completions", _chat(temperature=0, max_tokens=8))
+    assert code == 200 and answer["choices"][0]["message"]["content"] == reply_of(pipe, "hi , how are you ?")
+
+
+def test_malformed_requests_through_the_client_raise_its_errors(client):
+    with pytest.raises(NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(BadRequestError, match="max_tokens"):
+        client.chat.completions.create(model="tiny-chatbot", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=0)
+
+
+def test_an_api_key_is_required_when_set(pipe):
+    server = ChatCompletionServer(pipe, "tiny-chatbot", api_key="s3cret")
+    with BackgroundServer(server) as background:
+        with pytest.raises(AuthenticationError, match="API key"):
+            OpenAI(base_url=background.base_url, api_key="wrong", max_retries=0).models.list()
+        allowed = OpenAI(base_url=background.base_url, api_key="s3cret", max_retries=0)
+        assert allowed.chat.completions.create(model="tiny-chatbot", messages=[{"role": "user", "content": "hi"}],
+                                               temperature=0, max_tokens=8).choices[0].message.content == \
+            reply_of(pipe, "hi")
+
+
+def test_a_transformers_chatbot_is_served_too():
+    pipe = ConversationalPipeline(model=backbone_model("gpt2"), tokenizer=backbone_tokenizer("gpt2"))
+    server = ChatCompletionServer(pipe, "tiny-gpt2")
+    chat = [{"role": "user", "content": "hi , how are you ?"}]
+    with BackgroundServer(server) as background:
+        client = OpenAI(base_url=background.base_url, api_key="unused", max_retries=0)
+        completion = client.chat.completions.create(model="tiny-gpt2", messages=chat, temperature=0, max_tokens=8)
+    assert completion.choices[0].message.content == reply_of(pipe, chat)
+
+
+# --- the command ---
+
+
+def refused(argv, capsys) -> str:
+    """Run the CLI in this process, expect the clean error exit (status 2) and return what it wrote to stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_bad_serve_arguments_are_refused_before_loading(tmp_path, model_dir, capsys, monkeypatch):
+    assert "no such model directory" in refused(["serve", str(tmp_path / "none")], capsys)
+    assert "--port" in refused(["serve", str(model_dir), "--port", "0"], capsys)
+    monkeypatch.delenv("HF_NEURALCONV_UNSET_KEY", raising=False)
+    assert "HF_NEURALCONV_UNSET_KEY" in refused(["serve", str(model_dir), "--api-key-env", "HF_NEURALCONV_UNSET_KEY"],
+                                                capsys)
+
+
+def test_serve_command_answers_with_its_key(model_dir, pipe):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hf_neuralconv.cli", "serve", str(model_dir), "--port",
+                                str(port), "--api-key-env", "HF_NEURALCONV_TEST_KEY", "--log-level", "warning"],
+                               env={**os.environ, "HF_NEURALCONV_TEST_KEY": "k3y"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+                time.sleep(0.5)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k3y", max_retries=0)
+        completion = client.chat.completions.create(model="tiny-chatbot", messages=histories(2)[1], temperature=0,
+                                                    max_tokens=8)
+        assert completion.choices[0].message.content == reply_of(pipe, histories(2)[1])
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="nope", max_retries=0).models.list()
+    finally:
+        process.terminate()
+        process.wait(30)
