@@ -12,7 +12,8 @@ Tabs: *Chat* (multi-turn; persona picker for persona models; decoding controls; 
 *Diversity* (decode a list of prompts with two strategies; distinct-1/2 and max-ratio, in a table and a chart) and
 *Red team* (a target sentence -> triggers found by gibbs-enum on the served model and, when configured, by the
 reverse generator; the model's reply to each and whether it hits). Each browser session keeps its own chat history
-(Gradio session state); the model is shared, one call at a time.
+(Gradio session state); the model is shared, one call at a time, and the chat turns of concurrent sessions are decoded
+together in one call (`hf_neuralconv.serving.ChatBatcher`).
 
 The MMI decoding strategies are offered when their second model is configured: HF_NEURALCONV_ANTI_LM (an anti-LM
 directory) for mmi-antilm; HF_NEURALCONV_REVERSE_MODEL (a reverse model p(M|R) directory), or tuned settings in the
@@ -45,6 +46,7 @@ from hf_neuralconv.negative_training.hits import TriggerFrame, score_pairs
 from hf_neuralconv.pipelines.conversational import TASK, ConversationalPipeline
 from hf_neuralconv.reverse_generator.attack import attack
 from hf_neuralconv.reverse_generator.environments import CallableEnvironment, EnvironmentQueryError
+from hf_neuralconv.serving.batcher import ChatBatcher
 
 MODEL_ENV = "HF_NEURALCONV_MODEL"
 ANTI_LM_ENV = "HF_NEURALCONV_ANTI_LM"
@@ -56,6 +58,11 @@ TRAIN_COMMAND = "hf-neuralconv train recipes/seq2seq/quickstart.yaml"
 MAX_MESSAGE_CHARS = 1_000  # the model reads a few dozen tokens; longer input only costs the server
 MAX_PROMPTS = 200
 DIVERSITY_BATCH_SIZE = 16
+MAX_BATCH_SIZE_ENV = "HF_NEURALCONV_MAX_BATCH_SIZE"
+# Chat turns of concurrent sessions decoded together: at most this many (HF_NEURALCONV_MAX_BATCH_SIZE), collected
+# for at most this long.
+CHAT_MAX_BATCH_SIZE = 32
+CHAT_BATCH_WAIT_S = 0.01
 # Red team: the hit type shown, the longest target (tokens with </s>, the paper's 20), and T_out when the model
 # directory has no results.json test perplexity (the paper's Ubuntu value, He & Glass 2020, Appendix C).
 HIT_TYPE = "o-sample-avg-hit"
@@ -118,13 +125,15 @@ def decoding_options(strategy: str, num_beams: int, temperature: float, top_p: f
     return options
 
 
-def answer(pipe: ConversationalPipeline, lock: threading.Lock, message: str, history: list[dict], persona: str | None,
-           strategy: str, num_beams: int, temperature: float, top_p: float, max_new_tokens: int, context_turns: int,
+def answer(batcher: ChatBatcher, message: str, history: list[dict], persona: str | None, strategy: str,
+           num_beams: int, temperature: float, top_p: float, max_new_tokens: int, context_turns: int,
            n_best: int) -> tuple[str, list[list]]:
-    """One chat turn: the reply to `message` after this session's `history`, and the N-best table.
+    """One chat turn: the reply to `message` after this session's `history`, and the N-best table. The batcher
+    decodes it together with the other sessions' turns that arrive at the same time with the same settings.
 
     Bad input (empty, too long, unknown persona, contradictory options) becomes a `gr.Error` the user can read.
     """
+    pipe = batcher.pipe
     if isinstance(message, str) and len(message) > MAX_MESSAGE_CHARS:
         raise gr.Error(
             f"The message has {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,} "
@@ -136,8 +145,7 @@ def answer(pipe: ConversationalPipeline, lock: threading.Lock, message: str, his
     if pipe.num_speakers:
         options["speaker"] = persona if pipe.speakers else int(persona or 0)
     try:
-        with lock:
-            outputs = pipe(chat, context_turns=int(context_turns), **options)
+        outputs = batcher.answer(chat, context_turns=int(context_turns), **options)
     except (ValueError, TypeError) as error:
         raise gr.Error(str(error)) from None
     candidates = [[output["generated_text"][-1]["content"], round(output["score"], 3)] for output in outputs]
@@ -305,10 +313,13 @@ def red_team(pipe: ConversationalPipeline, lock: threading.Lock, target: str, tr
     return rows, "\n\n".join([summary, *notes])
 
 
-def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_generator=None) -> gr.Blocks:
+def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_generator=None,
+               chat_batch_size: int = CHAT_MAX_BATCH_SIZE) -> gr.Blocks:
     """The Space's interface around one loaded pipeline (and, for the Red team tab, an optional reverse generator:
-    `load_reverse_generator`'s (model, tokenizer, reward))."""
+    `load_reverse_generator`'s (model, tokenizer, reward)); up to `chat_batch_size` sessions' chat turns are decoded
+    in one call (1: one turn at a time)."""
     lock = threading.Lock()  # the model serves one call at a time; histories live in each session's state
+    batcher = ChatBatcher(pipe, chat_batch_size, CHAT_BATCH_WAIT_S, lock)
     strategies = space_strategies(pipe)
     threshold, threshold_source = output_threshold(pipe)
     personas = persona_choices(pipe)
@@ -318,7 +329,7 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
         # A persona model's first control is the persona; a model without speakers has no persona input at all,
         # so its /chat API takes the decoding controls only.
         persona, decoding = (controls[0], controls[1:]) if personas else (None, controls)
-        return answer(pipe, lock, message, history, persona, *decoding)
+        return answer(batcher, message, history, persona, *decoding)
 
     def diversity(prompts_text, strategy_a, strategy_b, max_new_tokens, *persona, progress=gr.Progress()):  # noqa: B008
         # As in chat: the persona input exists only for a persona model.
@@ -356,6 +367,8 @@ def build_demo(pipe: ConversationalPipeline, model_name: str = "", reverse_gener
                 additional_inputs_accordion=gr.Accordion("Persona and decoding" if personas else "Decoding",
                                                          open=True, render=False),
                 textbox=gr.Textbox(placeholder="Say something", max_length=MAX_MESSAGE_CHARS, render=False),
+                # sessions' turns run concurrently, to meet in the batcher; the model still runs one call at a time
+                concurrency_limit=chat_batch_size,
             )
             candidates.render()
         with gr.Tab("Diversity"):
@@ -410,9 +423,13 @@ def main() -> None:
         pipe = load_pipeline(name, os.environ.get(ANTI_LM_ENV), os.environ.get(REVERSE_MODEL_ENV))
         reverse_generator = load_reverse_generator(os.environ.get(REVERSE_GENERATOR_ENV),
                                                    os.environ.get(WORD_VECTORS_ENV))
+        batch_text = os.environ.get(MAX_BATCH_SIZE_ENV) or str(CHAT_MAX_BATCH_SIZE)
+        if not batch_text.strip().isdigit() or int(batch_text) < 1:
+            raise ValueError(f"{MAX_BATCH_SIZE_ENV} must be a whole number >= 1, got {batch_text!r}.")
+        batch_size = int(batch_text)
     except (OSError, ValueError, TypeError) as error:
         sys.exit(f"spaces/app.py: {error}")
-    build_demo(pipe, model_display_name(name), reverse_generator).queue().launch()
+    build_demo(pipe, model_display_name(name), reverse_generator, batch_size).queue().launch()
 
 
 if __name__ == "__main__":

@@ -452,7 +452,8 @@ class CountingPipeline(ConversationalPipeline):
     chats: list
 
     def __call__(self, inputs, **kwargs):
-        self.chats.append(inputs)
+        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
+        self.chats.extend(inputs if batch else [inputs])
         return super().__call__(inputs, **kwargs)
 
 

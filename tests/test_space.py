@@ -21,6 +21,7 @@ from gradio_client.exceptions import AppError
 
 from hf_neuralconv.metrics.diversity import distinct_n, max_ratio
 from hf_neuralconv.pipelines.conversational import ConversationalPipeline
+from hf_neuralconv.serving.batcher import ChatBatcher
 
 # Chat controls in the order of the /chat endpoint: persona, strategy, beams, temperature, top-p, max new tokens,
 # context turns, N-best size.
@@ -58,8 +59,18 @@ def expected_reply(pipe, chat, speaker="alice", **options):
     return pipe(chat, speaker=speaker, **options)[0]["generated_text"][-1]["content"]
 
 
+BATCHERS = {}
+
+
+def batcher_of(pipe):
+    """One ChatBatcher per pipeline, as build_demo makes."""
+    if id(pipe) not in BATCHERS:
+        BATCHERS[id(pipe)] = (pipe, ChatBatcher(pipe))
+    return BATCHERS[id(pipe)][1]
+
+
 def say(pipe, message, history, persona="alice", controls=GREEDY):
-    return space.answer(pipe, threading.Lock(), message, history, persona, *controls)
+    return space.answer(batcher_of(pipe), message, history, persona, *controls)
 
 
 def test_missing_default_model_names_the_command_that_trains_it(monkeypatch, tmp_path):
@@ -69,6 +80,14 @@ def test_missing_default_model_names_the_command_that_trains_it(monkeypatch, tmp
         space.load_pipeline(str(missing))
     monkeypatch.setenv(space.MODEL_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(SystemExit, match="no model directory"):
+        space.main()
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-3"])
+def test_a_bad_batch_size_setting_is_refused(monkeypatch, persona_dir, value):
+    monkeypatch.setenv(space.MODEL_ENV, str(persona_dir))
+    monkeypatch.setenv(space.MAX_BATCH_SIZE_ENV, value)
+    with pytest.raises(SystemExit, match=f"HF_NEURALCONV_MAX_BATCH_SIZE must be a whole number >= 1, got '{value}'"):
         space.main()
 
 
@@ -143,9 +162,33 @@ def chat_session(url, session, turns=2):
     return said
 
 
-def test_concurrent_sessions_get_the_pipelines_replies(server, pipe):
-    with ThreadPoolExecutor(8) as pool:
-        sessions = list(pool.map(lambda s: chat_session(server, s), range(8)))
+class BatchRecordingPipeline(ConversationalPipeline):
+    """The Space's model, recording how many chats each of its calls answered."""
+
+    calls: list
+
+    def __call__(self, inputs, **kwargs):
+        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
+        self.calls.append(len(inputs) if batch else 1)
+        return super().__call__(inputs, **kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_concurrent_sessions_get_the_pipelines_replies_in_shared_calls(pipe, batch_size):
+    recording = BatchRecordingPipeline(model=pipe.model, tokenizer=pipe.tokenizer)
+    recording.calls = []
+    demo = space.build_demo(recording, "test model", chat_batch_size=batch_size)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            sessions = list(pool.map(lambda s: chat_session(demo.local_url, s), range(16)))
+    finally:
+        demo.close()
+    assert sum(recording.calls) == 32
+    if batch_size == 1:
+        assert set(recording.calls) == {1}
+    else:
+        assert max(recording.calls) > 1  # concurrent sessions' turns shared calls
     for said in sessions:
         history = []
         for message, reply in said:
@@ -308,8 +351,8 @@ def test_mmi_strategies_are_offered_only_when_configured(plain_dir, plain_pipe, 
     assert set(choices) == {"Decoding strategy", "Strategy A", "Strategy B"}
     assert all(values == [*basic, "mmi-antilm", "mmi-bidi"] for values in choices.values())
     for strategy in ("mmi-antilm", "mmi-bidi"):
-        reply, candidates = space.answer(mmi, threading.Lock(), "hi , how are you ?", [], None, strategy, 4, 1.0,
-                                         0.9, 6, 2, 2)
+        reply, candidates = space.answer(batcher_of(mmi), "hi , how are you ?", [], None, strategy, 4, 1.0, 0.9, 6,
+                                         2, 2)
         want = mmi("hi , how are you ?", strategy=strategy, num_beams=4, num_return_sequences=2, max_new_tokens=6,
                    context_turns=2)
         assert candidates == [[o["generated_text"][-1]["content"], pytest.approx(o["score"], abs=1e-3)] for o in want]
