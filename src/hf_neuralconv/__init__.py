@@ -90,6 +90,7 @@ _LAZY_NAMES = {
     "CallableEnvironment": "reverse_generator",
     "PipelineEnvironment": "reverse_generator",
     "GradioEnvironment": "reverse_generator",
+    "OpenAIChatEnvironment": "reverse_generator",
     "EnvironmentQueryError": "reverse_generator",
     "EmbeddingSimilarityReward": "reverse_generator",
     "ReinforceConfig": "reverse_generator",

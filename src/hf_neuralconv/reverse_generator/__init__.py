@@ -9,6 +9,7 @@ from .environments import (
     DialogueEnvironment,
     EnvironmentQueryError,
     GradioEnvironment,
+    OpenAIChatEnvironment,
     PipelineEnvironment,
     build_reference_corpus,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "EmbeddingSimilarityReward",
     "EnvironmentQueryError",
     "GradioEnvironment",
+    "OpenAIChatEnvironment",
     "PipelineEnvironment",
     "ReferenceCorpusArguments",
     "ReinforceConfig",

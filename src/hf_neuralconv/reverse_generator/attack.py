@@ -3,6 +3,7 @@ for each target, the best of the chatbot's replies kept, resumable (`hf-neuralco
 written as negative-training examples.
 """
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -111,16 +112,21 @@ def write_found_pairs(records: Sequence[dict], path: str | Path, min_reward: flo
 
 
 def attack_targets(generator_dir: str | Path, targets_file: str | Path, output: str | Path, num_beams: int = 200,
-                   min_similarity: float = 0.5, skip_unscorable: bool = False, overwrite: bool = False) -> dict:
+                   min_similarity: float = 0.5, skip_unscorable: bool = False, overwrite: bool = False,
+                   environment: str | None = None, api_key_env: str | None = None) -> dict:
     """Attack every target of a file (one a line) with the generator's D and reward (Section 5.1.2 decoding); write
     the (trigger, target) pairs whose output is at least `min_similarity` similar to their target to `output`, in
     the JSONL negative training reads, and all attempts beside it (`<output>.attempts.jsonl`, which also lets an
-    interrupted attack resume)."""
+    interrupted attack resume). `environment` (a model directory or a URL, see `AttackSetupArguments`) and
+    `api_key_env` attack another chatbot than the one the generator was trained against."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
     lines = read_utf8_text(resolve_data_path(targets_file)).splitlines()
     setup = AttackSetupArguments.load(generator_dir)
+    if environment is not None or api_key_env is not None:
+        setup = dataclasses.replace(setup, environment=environment or setup.environment,
+                                    environment_api_key_env=api_key_env or setup.environment_api_key_env)
     similarity = setup.make_reward(threshold=-1.0)
     targets, skipped = [], 0
     for number, target in enumerate((line.strip() for line in lines), start=1):

@@ -37,7 +37,8 @@ def command_reverse_evaluate(args: argparse.Namespace) -> None:
 def command_reverse_attack(args: argparse.Namespace) -> None:
     """`hf-neuralconv reverse-attack`: run it with the parsed arguments and print the results."""
     print(json.dumps(attack_targets(args.generator, args.targets, args.output, args.num_beams, args.min_similarity,
-                                    args.skip_unscorable, args.overwrite), indent=2))
+                                    args.skip_unscorable, args.overwrite, args.environment, args.api_key_env),
+                     indent=2))
 
 
 def add_commands(commands) -> None:
@@ -80,6 +81,10 @@ def add_commands(commands) -> None:
     reverse_attack.add_argument("--min-similarity", type=float, default=0.5, help="a pair counts as found from here")
     reverse_attack.add_argument("--skip-unscorable", action="store_true",
                                 help="skip targets the reward cannot score (only stopwords) instead of stopping")
+    reverse_attack.add_argument("--environment", help="attack this chatbot instead of the generator's own: a model "
+                                "directory, an OpenAI-compatible API's base URL (ending in /v1) or a Gradio app's URL")
+    reverse_attack.add_argument("--api-key-env", metavar="VARIABLE",
+                                help="the environment variable holding the OpenAI-compatible API's key")
     reverse_attack.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     reverse_attack.set_defaults(run=command_reverse_attack)
 

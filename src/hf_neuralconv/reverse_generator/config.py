@@ -11,12 +11,13 @@ from gensim.parsing.preprocessing import STOPWORDS
 from ..core.building import training_texts
 from ..data.dialogue import load_chitchat
 from ..metrics.embedding_similarity import EmbeddingSimilarityReward, train_word_vectors
-from .environments import DialogueEnvironment, GradioEnvironment, PipelineEnvironment
+from .environments import DialogueEnvironment, GradioEnvironment, OpenAIChatEnvironment, PipelineEnvironment
 
 SETUP_FILE = "attack_setup.json"
 REFERENCE_CORPUS_FILE = "reference_corpus.jsonl"
 WORD_VECTORS_CACHE = Path.home() / ".cache" / "hf-neuralconv" / "word2vec"
 TARGET_SAMPLINGS = ("distinct", "frequency", "length-balanced")
+ENVIRONMENT_APIS = ("auto", "openai", "gradio")
 
 
 @dataclass
@@ -25,9 +26,29 @@ class AttackSetupArguments:
 
     environment: str = field(
         default="outputs/seq2seq-full",
-        metadata={"help": "The chatbot: a saved model directory (answering greedily, as a black box) or the URL of "
-                          "a running Gradio app (e.g. our Space, http://127.0.0.1:7860)."},
+        metadata={"help": "The chatbot: a saved model directory (answering greedily, as a black box), the base URL "
+                          "of an OpenAI-compatible API (ending in /v1: `hf-neuralconv serve`, vLLM, TGI, ...) or the "
+                          "URL of a running Gradio app (e.g. our Space, http://127.0.0.1:7860)."},
     )
+    environment_api: str = field(
+        default="auto",
+        metadata={"help": "How a URL is spoken to: 'openai' (chat completions), 'gradio', or 'auto' (openai for a "
+                          "URL ending in /v1, else gradio)."},
+    )
+    environment_model: str | None = field(
+        default=None, metadata={"help": "The model id an OpenAI-compatible API is asked for (default: its only one)."}
+    )
+    environment_api_key_env: str | None = field(
+        default=None,
+        metadata={"help": "The environment variable holding the OpenAI-compatible API's key (the key itself is "
+                          "never written to a recipe or to attack_setup.json)."},
+    )
+    environment_request: str = field(
+        default='{"temperature": 0}',
+        metadata={"help": "JSON object of more fields for every chat-completions request (default: greedy "
+                          'decoding); e.g. {"temperature": 0, "max_tokens": 32}.'},
+    )
+    environment_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once over HTTP."})
     gradio_api_name: str = field(default="/chat", metadata={"help": "The Gradio endpoint answering a message."})
     gradio_extra_inputs: str = field(
         default="[]",
@@ -54,16 +75,35 @@ class AttackSetupArguments:
             raise ValueError(f"`gradio_extra_inputs` must be a JSON list: {error.msg}.") from None
         if not isinstance(extra, list):
             raise ValueError(f"`gradio_extra_inputs` must be a JSON list, got {self.gradio_extra_inputs!r}.")
+        try:
+            request = json.loads(self.environment_request)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"`environment_request` must be a JSON object: {error.msg}.") from None
+        if not isinstance(request, dict):
+            raise ValueError(f"`environment_request` must be a JSON object, got {self.environment_request!r}.")
+        if self.environment_api not in ENVIRONMENT_APIS:
+            raise ValueError(f"`environment_api` must be one of {ENVIRONMENT_APIS}, got {self.environment_api!r}.")
+        if self.environment_concurrency < 1:
+            raise ValueError(f"`environment_concurrency` must be >= 1, got {self.environment_concurrency}.")
         if self.stopwords not in ("gensim", "none") and not Path(self.stopwords).is_file():
             raise ValueError(f"`stopwords` must be 'gensim', 'none' or a word-list file; {self.stopwords} is none.")
 
     def make_environment(self) -> DialogueEnvironment:
-        """The chatbot as a black box: over HTTP for a URL, else a local model answering greedily."""
+        """The chatbot as a black box: over HTTP for a URL (an OpenAI-compatible API or a Gradio app), else a local
+        model answering greedily."""
         if self.environment.startswith(("http://", "https://")):
-            return GradioEnvironment(self.environment, self.gradio_api_name, json.loads(self.gradio_extra_inputs))
+            api = self.environment_api
+            if api == "auto":
+                api = "openai" if self.environment.rstrip("/").endswith("/v1") else "gradio"
+            if api == "openai":
+                return OpenAIChatEnvironment(self.environment, self.environment_model, self.environment_api_key_env,
+                                             json.loads(self.environment_request), self.environment_concurrency)
+            return GradioEnvironment(self.environment, self.gradio_api_name, json.loads(self.gradio_extra_inputs),
+                                     max_concurrency=self.environment_concurrency)
         if not Path(self.environment).is_dir():
             raise FileNotFoundError(
-                f"{self.environment}: the environment is neither a model directory nor an http(s) URL of a Gradio app."
+                f"{self.environment}: the environment is neither a model directory nor an http(s) URL (an "
+                "OpenAI-compatible API's base URL ending in /v1, or a Gradio app)."
             )
         # A local greedy model is deterministic: an empty reply is its answer, not a dropped request to retry.
         return PipelineEnvironment(self.environment, self.environment_batch_size,

@@ -8,6 +8,8 @@ O = D(I). No adapter hands the attacker weights, logits or gradients. Adapters:
 * `PipelineEnvironment`: a local model directory or a `ConversationalPipeline` (our chatbot, used as a black box).
 * `GradioEnvironment`: a running Gradio app reached over HTTP with `gradio_client`: a chatbot served by our Space
   (`spaces/app.py`, endpoint `/chat`) or anyone's (`gr.ChatInterface(fn)` serves `/<fn's name>`).
+* `OpenAIChatEnvironment`: any OpenAI-compatible chat-completions endpoint (`hf-neuralconv serve`, vLLM, TGI,
+  llama.cpp, a hosted API), by its base URL and an optional API key read from an environment variable.
 
 Every environment counts its queries exactly (`num_queries`: each input text sent to D, or attempted, retries
 included: the attacker's cost). A failure (an error, a timeout, an empty reply) is retried `max_retries` times with
@@ -18,10 +20,13 @@ input and why. Replies are returned stripped of surrounding white space.
 reverse generator is pre-trained (Section 5.1.2).
 """
 
+import json
 import os
 import queue
 import threading
 import time
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -297,6 +302,92 @@ class GradioEnvironment(DialogueEnvironment):
                 self._idle_clients.get_nowait().close()
             except queue.Empty:
                 return
+
+
+class OpenAIChatEnvironment(DialogueEnvironment):
+    """A chatbot behind an OpenAI-compatible `/chat/completions` endpoint, queried over HTTP: each input is sent as
+    a one-message chat (no history carries one query into the next), and the reply is the first choice's content.
+
+    Args:
+        base_url: the API's base URL, e.g. `http://127.0.0.1:8000/v1` (`hf-neuralconv serve`).
+        model: the model id to ask for; None: the only one `GET /models` lists.
+        api_key_env: the environment variable holding the API key (sent as `Authorization: Bearer <key>`); the key
+            itself never goes into a recipe or a saved set-up.
+        request_fields: more fields of every request; by default `{"temperature": 0}` (greedy decoding: the same
+            input gets the same reply, as the attack assumes). Our server also takes `max_tokens`, `strategy`, ...
+        max_concurrency: requests in flight at once (the server batches concurrent requests).
+    Extra keyword arguments: see `DialogueEnvironment`; `accept_empty_replies` defaults to True here, since a failed
+    request is an HTTP error, so an empty reply is the chatbot's answer.
+    """
+
+    RESERVED_FIELDS = ("model", "messages", "stream", "n")
+
+    def __init__(self, base_url: str, model: str | None = None, api_key_env: str | None = None,
+                 request_fields: dict | None = None, max_concurrency: int = 8, **settings):
+        super().__init__(**{"accept_empty_replies": True, **settings})
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"`base_url` must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}.")
+        if max_concurrency < 1:
+            raise ValueError(f"`max_concurrency` must be >= 1, got {max_concurrency}.")
+        self.api_key = None
+        if api_key_env:
+            self.api_key = os.environ.get(api_key_env)
+            if not self.api_key:
+                raise ValueError(f"The API key variable {api_key_env} is not set (or empty): export it, or give no "
+                                 "key variable for an endpoint without keys.")
+        self.request_fields = {"temperature": 0} if request_fields is None else dict(request_fields)
+        reserved = [name for name in self.RESERVED_FIELDS if name in self.request_fields]
+        if reserved:
+            raise ValueError(f"`request_fields` may not set {reserved}: the environment sends one message and reads "
+                             "one reply (give the model as `model`).")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.max_concurrency = max_concurrency
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url} {self.model or ''})".replace(" )", ")")
+
+    def _http(self, path: str, payload: dict | None = None) -> dict:
+        """The JSON answer of a GET (no payload) or POST to the API; HTTP errors carry the API's own message."""
+        headers = {"Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = error.reason
+            raise RuntimeError(f"HTTP {error.code}: {message}") from None
+
+    def resolved_model(self) -> str:
+        """The model id the requests name: the given one, or the only one the endpoint serves."""
+        if self.model is None:
+            served = [entry["id"] for entry in self._http("/models").get("data", [])]
+            if len(served) != 1:
+                raise ValueError(f"{self.base_url} serves {len(served)} models ({served[:5]}): name one as `model`.")
+            self.model = served[0]
+        return self.model
+
+    def _ask(self, model: str, text: str) -> str | Exception:
+        payload = {**self.request_fields, "model": model, "messages": [{"role": "user", "content": text}]}
+        try:
+            answer = self._http("/chat/completions", payload)
+            return answer["choices"][0]["message"]["content"] or ""
+        except Exception as error:  # this input failed; the others are still asked
+            return error
+
+    def _query(self, inputs: list[str]) -> list[str | Exception]:
+        model = self.resolved_model()
+        with ThreadPoolExecutor(min(self.max_concurrency, len(inputs))) as pool:
+            return list(pool.map(lambda text: self._ask(model, text), inputs))
 
 
 def build_reference_corpus(environment: DialogueEnvironment, messages: Sequence[str],
