@@ -2,6 +2,7 @@
 to each client's own history while concurrent requests share pipeline calls, the official `openai` client works
 against it, and malformed requests get a 4xx in the API's error shape while the server keeps answering."""
 
+import http.client
 import json
 import os
 import subprocess
@@ -13,7 +14,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import SENTENCES, backbone_model, backbone_tokenizer, free_port, make_model_dir
+from conftest import (
+    SENTENCES,
+    backbone_model,
+    backbone_tokenizer,
+    free_port,
+    make_model_dir,
+    planted_model,
+    tiny_lm,
+)
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
 from hf_neuralconv.cli import main
@@ -127,6 +136,39 @@ def test_a_refused_chat_fails_alone():
         batcher.submit([{"role": "assistant", "content": "x"}])
 
 
+def test_a_cancelled_request_leaves_the_queue_and_the_worker_serves_on():
+    fake = RefusingPipeline()
+    batcher = ChatBatcher(fake, max_batch_size=8, max_wait_s=0.3)
+    cancelled = batcher.submit([{"role": "user", "content": "never mind"}])
+    kept = batcher.submit([{"role": "user", "content": "a b"}])
+    assert cancelled.cancel()
+    assert kept.result(10)[0]["generated_text"][-1]["content"] == "A B"
+    with pytest.raises(TimeoutError):  # a caller that stops waiting takes its chat out of the queue
+        batcher.answer([{"role": "user", "content": "too late"}], timeout=0.05)
+    assert batcher.answer([{"role": "user", "content": "c d"}], timeout=10)[0]["generated_text"][-1]["content"] == "C D"
+    batcher.close()
+    assert fake.calls == [1, 1]  # neither the cancelled nor the timed-out chat was decoded
+    with pytest.raises(ValueError, match="finite"):
+        ChatBatcher(fake, max_wait_s=float("inf"))
+
+
+class FailingPipeline(RefusingPipeline):
+    def __call__(self, chats, batch_size, **options):
+        self.calls.append(len(chats))
+        raise RuntimeError("out of memory")
+
+
+def test_a_pipeline_failure_reaches_every_caller_and_the_worker_survives():
+    fake = FailingPipeline()
+    batcher = ChatBatcher(fake, max_batch_size=8, max_wait_s=0.2)
+    futures = [batcher.submit([{"role": "user", "content": text}]) for text in ("a", "b")]
+    for future in futures:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            future.result(10)
+    assert fake.calls == [2, 1, 1] and batcher._worker.is_alive()
+    batcher.close()
+
+
 def test_closing_answers_what_was_submitted(pipe):
     batcher = ChatBatcher(pipe, max_batch_size=4, max_wait_s=5.0)  # a long window: close must not wait for it
     future = batcher.submit(histories(1)[0], **GREEDY)
@@ -218,7 +260,7 @@ def test_fifty_concurrent_clients_get_their_own_histories_replies(running, pipe)
     for history in sessions:
         for end in range(1, len(history), 2):
             assert history[end]["content"] == reply_of(pipe, history[:end])
-    sizes = running.server.batcher.batch_sizes[calls:]
+    sizes = list(running.server.batcher.batch_sizes)[calls:]
     assert sum(sizes) == 150 and max(sizes) > 1
 
 
@@ -273,18 +315,30 @@ MALFORMED = [  # (what, body, content type, method, path, status, words of the m
     ("unknown model", _chat(model="gpt-4"), "application/json", "POST", "/chat/completions", 404,
      "'gpt-4' does not exist"),
     ("wrong content type", _chat(), "text/plain", "POST", "/chat/completions", 415, "Content-Type"),
-    ("unknown field", _chat(tools=[{"type": "function"}]), "application/json", "POST", "/chat/completions", 400,
-     "tools: this server does not know"),
+    ("unknown field", _chat(functions=[{"name": "f"}]), "application/json", "POST", "/chat/completions", 400,
+     "functions: this server does not know"),
+    ("tools", _chat(tools=[{"type": "function"}]), "application/json", "POST", "/chat/completions", 400,
+     "tools: this server implements no tools"),
+    ("a JSON format", _chat(response_format={"type": "json_object"}), "application/json", "POST",
+     "/chat/completions", 400, "response_format.type"),
+    ("JSON nested too deep", b"[" * 50_000, "application/json", "POST", "/chat/completions", 400, "not valid JSON"),
+    ("NaN", _chat(temperature=float("nan")), "application/json", "POST", "/chat/completions", 400, "temperature"),
+    ("a seed for sampled replies", _chat(temperature=0.8, seed=3), "application/json", "POST", "/chat/completions",
+     400, "seed is not supported for sampled replies"),
+    ("stream_options without stream", _chat(stream_options={"include_usage": True}), "application/json", "POST",
+     "/chat/completions", 400, "set stream true"),
     ("unknown strategy", _chat(strategy="telepathy"), "application/json", "POST", "/chat/completions", 400,
      "strategy"),
     ("strategy without its model", _chat(strategy="mmi-antilm"), "application/json", "POST", "/chat/completions",
      400, "needs a second model"),
     ("sampling settings under beam search", _chat(strategy="beam", temperature=0.7), "application/json", "POST",
-     "/chat/completions", 400, "apply to sampling"),
+     "/chat/completions", 400, "temperature applies to sampling"),
     ("a speaker for a model without speakers", _chat(speaker="alice"), "application/json", "POST",
      "/chat/completions", 400, "no speakers"),
     ("an unsupported penalty", _chat(presence_penalty=1.0), "application/json", "POST", "/chat/completions", 400,
      "not supported"),
+    ("logprobs", _chat(logprobs=True), "application/json", "POST", "/chat/completions", 400,
+     "logprobs are not supported"),
     ("GET on the completions endpoint", b"", None, "GET", "/chat/completions", 405, "not allowed"),
     ("unknown endpoint", b"{}", "application/json", "POST", "/completions", 404, "No such endpoint"),
 ]
@@ -301,6 +355,60 @@ def test_malformed_requests_get_a_4xx_in_the_apis_error_shape(running, pipe, wha
     # ... and the server still answers a well-formed request.
     code, answer = _post(running.base_url + "/chat/completions", _chat(temperature=0, max_tokens=8))
     assert code == 200 and answer["choices"][0]["message"]["content"] == reply_of(pipe, "hi , how are you ?")
+
+
+def test_a_body_sent_without_a_length_is_cut_off_at_the_limit(running):
+    connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+    chunks = (b"x" * 65_536 for _ in range(8))  # 512 KiB, chunked: no Content-Length to refuse it by
+    connection.request("POST", "/v1/chat/completions", body=chunks, encode_chunked=True,
+                       headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    assert response.status == 413 and "limit is 262,144" in json.loads(response.read())["error"]["message"]
+    connection.close()
+
+
+def test_mmi_antilm_through_the_api_is_the_pipelines(model_dir, pipe):
+    mmi = ConversationalPipeline(model=pipe.model, tokenizer=pipe.tokenizer, anti_lm=tiny_lm(pipe.tokenizer))
+    chat = histories(1)[0]
+    with BackgroundServer(ChatCompletionServer(mmi, "tiny-chatbot")) as background:
+        client = OpenAI(base_url=background.base_url, api_key="unused", max_retries=0)
+        answer = client.chat.completions.create(
+            model="tiny-chatbot", messages=chat, n=2, max_tokens=6,
+            extra_body={"strategy": "mmi-antilm", "num_beams": 4, "mmi_lambda": 0.4, "mmi_gamma": 2})
+    expected = mmi(chat, strategy="mmi-antilm", num_beams=4, num_return_sequences=2, max_new_tokens=6, mmi_lambda=0.4,
+                   mmi_gamma=2)
+    assert [choice.message.content for choice in answer.choices] == [
+        output["generated_text"][-1]["content"] for output in expected]
+
+
+def test_what_client_libraries_send_at_neutral_values_is_accepted(running, pipe):
+    """Clients send fields at their defaults (garak: top_p 1 with temperature 0; the openai client: nulls) and send
+    back earlier replies, which may be empty."""
+    chat = [{"role": "user", "content": "hi , how are you ?"}, {"role": "assistant", "content": "", "refusal": None,
+                                                                "tool_calls": None},
+            {"role": "user", "content": [{"type": "text", "text": "what do"}, {"type": "text", "text": "you do ?"}]}]
+    code, answer = _post(running.base_url + "/chat/completions", _chat(
+        messages=chat, temperature=0, top_p=1.0, n=None, stream=None, seed=7, presence_penalty=0,
+        frequency_penalty=None, logprobs=False, response_format={"type": "text"}, tool_choice="none", tools=[],
+        logit_bias={}, user="u1", max_tokens=8))
+    assert code == 200, answer
+    expected = reply_of(pipe, [*chat[:2], {"role": "user", "content": "what do you do ?"}])
+    assert answer["choices"][0]["message"]["content"] == expected
+
+
+def test_the_api_counts_generated_tokens_and_says_why_a_reply_ended(tiny_tokenizer):
+    """usage and finish_reason come from the generated ids (generate() as the reference): a reply cut by
+    max_tokens is "length", one that ended with </s> is "stop" and counts it. The model says "fine thanks </s>"."""
+    pipe = ConversationalPipeline(model=planted_model(tiny_tokenizer), tokenizer=tiny_tokenizer)
+    chat = [{"role": "user", "content": "tea coffee night"}]
+    with BackgroundServer(ChatCompletionServer(pipe, "planted")) as background:
+        client = OpenAI(base_url=background.base_url, api_key="unused", max_retries=0)
+        answers = [client.chat.completions.create(model="planted", messages=chat, temperature=0,
+                                                  max_tokens=max_tokens) for max_tokens in (1, 2, 3, 8)]
+    assert [answer.choices[0].message.content for answer in answers] == ["fine", "fine thanks", "fine thanks",
+                                                                         "fine thanks"]
+    assert [(answer.usage.completion_tokens, answer.choices[0].finish_reason) for answer in answers] == [
+        (1, "length"), (2, "length"), (3, "stop"), (3, "stop")]
 
 
 def test_malformed_requests_through_the_client_raise_its_errors(client):

@@ -268,7 +268,7 @@ def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: S
             if setting.init and setting.name in config:
                 config[setting.name] = _typed_setting(setting.name, config[setting.name], hints[setting.name],
                                                       sources[setting.name])
-    if config.get("bf16") and (config.get("use_cpu") or not torch.cuda.is_available()) and not cpu_has_bf16():
+    if config.get("bf16") and (config.get("use_cpu") or not _has_accelerator()) and not cpu_has_bf16():
         # oneDNN has no bf16 LSTM on such CPUs (the first step fails), and their bf16 matrix products are emulated
         logger.warning("bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); training in fp32 instead.")
         config["bf16"] = False
@@ -280,8 +280,17 @@ def parse_recipe(path: str | Path, dataclass_types: Sequence[type], overrides: S
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (oneDNN's test: AVX-512 BF16 or AMX), so that bf16 autocast
-    works for every layer and pays off."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    works for every layer and pays off; False on a torch build without oneDNN."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _has_accelerator() -> bool:
+    """A GPU (CUDA, Apple MPS, Intel XPU) that `TrainingArguments` would train on."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -92,9 +92,11 @@ class ConversationalPipeline(Pipeline):
 
     Input: a string, a list of role/content messages, or a list of such chats (a batch; `batch_size=` pads and
     decodes them together). Output, per chat: the N-best candidates, best first, each
-    `{"generated_text": chat + [{"role": "assistant", "content": reply}], "score": float}`. The score is the
-    length-normalised beam score under beam search (mmi-antilm: of the penalised scores), the Eq. 4 score under
-    mmi-bidi, else the sum of the reply's token log-probabilities.
+    `{"generated_text": chat + [{"role": "assistant", "content": reply}], "score": float, "num_tokens": int,
+    "finish_reason": "stop" | "length"}`. The score is the length-normalised beam score under beam search
+    (mmi-antilm: of the penalised scores), the Eq. 4 score under mmi-bidi, else the sum of the reply's token
+    log-probabilities. `num_tokens` counts the tokens generated, the end-of-sequence token included; the finish
+    reason is "length" when the reply stopped at the length limit (mmi-bidi's reranked candidates have neither).
 
     `speakers` and `max_source_length` override what the model directory says (`speakers.json`,
     `data_config.json`); `context_turns` given when building the pipeline becomes the default of every call.
@@ -308,11 +310,26 @@ class ConversationalPipeline(Pipeline):
             scores = sequence_scores(output.sequences[:, -steps:], output.scores, self.tokenizer.eos_token_id)
         batch_size = input_ids.size(0)
         replies = generated_replies(self.model, output.sequences, input_ids.shape[1])
+        lengths, finished = self._reply_lengths(replies)
         return {
             "sequences": replies.reshape(batch_size, -1, replies.size(-1)),
             "scores": scores.reshape(batch_size, -1),
+            "lengths": lengths.reshape(batch_size, -1),
+            "finished": finished.reshape(batch_size, -1),
             "messages": model_inputs["messages"],
         }
+
+    def _reply_lengths(self, replies: torch.LongTensor) -> tuple[torch.LongTensor, torch.BoolTensor]:
+        """How many tokens each reply generated (its end-of-sequence token included) and whether it ended with one
+        (else it stopped at the length limit). An encoder-decoder's output opens with the decoder's start token,
+        which was given, not generated."""
+        generated = replies if self.causal else replies[:, 1:]
+        ends = self.model.generation_config.eos_token_id
+        ends = [ends] if isinstance(ends, int) else list(ends or [self.tokenizer.eos_token_id])
+        is_end = torch.isin(generated, torch.tensor(ends, device=generated.device))
+        finished = is_end.any(dim=1)
+        first_end = torch.where(finished, is_end.int().argmax(dim=1), generated.size(1) - 1)
+        return first_end + 1, finished
 
     def _forward_mmi_bidi(self, model_inputs, mmi_lambda, mmi_gamma, generate_kwargs):
         """The reranked N-best of each chat (`mmi.mmi_bidi_generate`, all chats of the batch in one call)."""
@@ -334,16 +351,18 @@ class ConversationalPipeline(Pipeline):
         return {"candidates": candidates[0] if single else candidates, "messages": model_inputs["messages"]}
 
     def postprocess(self, model_outputs):
-        if "candidates" in model_outputs:  # mmi-bidi: reranked (text, score) pairs, best first
-            candidates = model_outputs["candidates"]
-        else:
-            texts = self.tokenizer.batch_decode(model_outputs["sequences"][0], skip_special_tokens=True)
-            scores = model_outputs["scores"][0].tolist()
-            candidates = sorted(zip(texts, scores, strict=True), key=lambda candidate: -candidate[1])
         messages = model_outputs["messages"]
+        if "candidates" in model_outputs:  # mmi-bidi: reranked (text, score) pairs, best first
+            return [{"generated_text": [*messages, {"role": "assistant", "content": text}], "score": score}
+                    for text, score in model_outputs["candidates"]]
+        texts = self.tokenizer.batch_decode(model_outputs["sequences"][0], skip_special_tokens=True)
+        candidates = sorted(zip(texts, model_outputs["scores"][0].tolist(), model_outputs["lengths"][0].tolist(),
+                                model_outputs["finished"][0].tolist(), strict=True),
+                            key=lambda candidate: -candidate[1])
         return [
-            {"generated_text": [*messages, {"role": "assistant", "content": text}], "score": score}
-            for text, score in candidates
+            {"generated_text": [*messages, {"role": "assistant", "content": text}], "score": score,
+             "num_tokens": length, "finish_reason": "stop" if finished else "length"}
+            for text, score, length, finished in candidates
         ]
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:

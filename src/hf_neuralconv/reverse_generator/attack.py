@@ -124,9 +124,11 @@ def attack_targets(generator_dir: str | Path, targets_file: str | Path, output: 
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
     lines = read_utf8_text(resolve_data_path(targets_file)).splitlines()
     setup = AttackSetupArguments.load(generator_dir)
-    if environment is not None or api_key_env is not None:
-        setup = dataclasses.replace(setup, environment=environment or setup.environment,
-                                    environment_api_key_env=api_key_env or setup.environment_api_key_env)
+    if environment is not None:  # another chatbot: nothing of the saved one's connection carries over
+        setup = dataclasses.replace(setup, environment=environment, environment_api="auto", environment_model=None,
+                                    environment_api_key_env=api_key_env)
+    elif api_key_env is not None:
+        setup = dataclasses.replace(setup, environment_api_key_env=api_key_env)
     similarity = setup.make_reward(threshold=-1.0)
     targets, skipped = [], 0
     for number, target in enumerate((line.strip() for line in lines), start=1):

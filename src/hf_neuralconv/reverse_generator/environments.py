@@ -35,6 +35,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..core.evaluation import quiet_truncation
 from ..core.loading import load_model_dir
 from ..pipelines.conversational import ConversationalPipeline
@@ -349,7 +350,7 @@ class OpenAIChatEnvironment(DialogueEnvironment):
 
     def _http(self, path: str, payload: dict | None = None) -> dict:
         """The JSON answer of a GET (no payload) or POST to the API; HTTP errors carry the API's own message."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": f"hf-neuralconv/{__version__}"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         data = None
@@ -379,8 +380,11 @@ class OpenAIChatEnvironment(DialogueEnvironment):
     def _ask(self, model: str, text: str) -> str | Exception:
         payload = {**self.request_fields, "model": model, "messages": [{"role": "user", "content": text}]}
         try:
-            answer = self._http("/chat/completions", payload)
-            return answer["choices"][0]["message"]["content"] or ""
+            choice = self._http("/chat/completions", payload)["choices"][0]
+            content = choice["message"]["content"]
+            if content is None:  # no text at all (a content filter, a tool call): not an answer to score
+                return RuntimeError(f"no reply text (finish_reason {choice.get('finish_reason')!r})")
+            return content
         except Exception as error:  # this input failed; the others are still asked
             return error
 

@@ -3,19 +3,23 @@
 A chatbot served to many users at once spends most of its time in matrix products that are cheaper per chat when
 chats are decoded together (`benchmarks/pipeline_batching.py`: 8 x the chats/s at batch 32 on 2 CPU cores). The
 server (`serving.openai_api`) and the Space (`spaces/app.py`) hand each request to a `ChatBatcher`; one worker
-thread collects the requests that arrive within `max_wait_s` of the first waiting one, up to `max_batch_size` of
+thread collects the requests that arrive within `max_wait_s` of the oldest waiting one, up to `max_batch_size` of
 them with the same decoding options, and answers them in one `ConversationalPipeline` call. Each request keeps its
 own history: a batch is a list of chats, and replies go back to their own callers.
 """
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from ..core.chat_format import conversation_turns
 from ..pipelines.conversational import ConversationalPipeline
+
+RECENT_CALLS = 1024  # how many of the latest batch sizes `batch_sizes` keeps
 
 
 def options_key(options: dict) -> tuple:
@@ -25,7 +29,7 @@ def options_key(options: dict) -> tuple:
 
 @dataclass
 class _Request:
-    chat: list[dict]
+    chat: list[dict] | str
     options: dict
     key: tuple
     arrived: float
@@ -38,28 +42,28 @@ class ChatBatcher:
     Args:
         pipe: the chatbot.
         max_batch_size: the most chats decoded in one call.
-        max_wait_s: how long the oldest waiting request waits for others to join its batch. A batch also starts
-            whenever the pipeline is free and requests are waiting past this window, so under load batches fill
-            while the previous one decodes.
+        max_wait_s: how long the oldest waiting request waits for others to join its batch. Under load batches fill
+            while the previous one decodes, so they start as soon as the pipeline is free.
         lock: held around every pipeline call, shared with other users of the same pipeline (the Space's other
             tabs), so that one call runs at a time.
 
     `submit(chat, **options)` returns a `concurrent.futures.Future` of the pipeline's output for that chat (its
-    N-best list); `answer(chat, **options)` waits for it. A chat that the pipeline refuses (a malformed message, an
-    unknown speaker) fails alone: a failed batch is answered again chat by chat.
+    N-best list); `answer(chat, **options)` waits for it. A malformed chat is refused by `submit` itself. When the
+    pipeline raises for a batch, each chat of it is answered again alone, so that a chat it refuses (a message
+    that is empty once cleaned, say) fails alone. A cancelled future is dropped from the queue.
     """
 
     def __init__(self, pipe: ConversationalPipeline, max_batch_size: int = 32, max_wait_s: float = 0.01,
                  lock: "threading.Lock | None" = None):
         if max_batch_size < 1:
             raise ValueError(f"`max_batch_size` must be >= 1, got {max_batch_size}.")
-        if max_wait_s < 0:
-            raise ValueError(f"`max_wait_s` must be >= 0, got {max_wait_s}.")
+        if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
+            raise ValueError(f"`max_wait_s` must be a finite number of seconds >= 0, got {max_wait_s}.")
         self.pipe = pipe
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.lock = lock or threading.Lock()
-        self.batch_sizes: list[int] = []  # the size of every pipeline call made, for monitoring and tests
+        self.batch_sizes: deque[int] = deque(maxlen=RECENT_CALLS)  # chats per pipeline call, the latest calls
         self._pending: list[_Request] = []
         self._changed = threading.Condition()
         self._closed = False
@@ -69,7 +73,7 @@ class ChatBatcher:
     def submit(self, chat: str | Sequence[dict], **options) -> Future:
         """Queue one chat; the future holds the pipeline's output for it (or the exception that refused it)."""
         conversation_turns(chat)  # a malformed chat fails here, in the caller's thread, before it joins a batch
-        request = _Request(list(chat) if not isinstance(chat, str) else chat, options, options_key(options),
+        request = _Request(chat if isinstance(chat, str) else list(chat), options, options_key(options),
                            time.monotonic())
         with self._changed:
             if self._closed:
@@ -79,8 +83,14 @@ class ChatBatcher:
         return request.future
 
     def answer(self, chat: str | Sequence[dict], timeout: float | None = None, **options) -> list[dict]:
-        """The pipeline's output for `chat` (its N-best list), decoded in a batch with concurrent chats."""
-        return self.submit(chat, **options).result(timeout)
+        """The pipeline's output for `chat` (its N-best list), decoded in a batch with concurrent chats; after
+        `timeout` seconds a TimeoutError, and the chat leaves the queue if it is still waiting."""
+        future = self.submit(chat, **options)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
         """Stop the worker after the chats already submitted are answered."""
@@ -91,9 +101,10 @@ class ChatBatcher:
 
     def _next_batch(self) -> list[_Request] | None:
         """Wait for a batch: the oldest request and the later ones with its options, once the batch is full or the
-        oldest has waited `max_wait_s`. None when closed and nothing is left."""
+        oldest has waited `max_wait_s`; cancelled requests are dropped. None when closed and nothing is left."""
         with self._changed:
             while True:
+                self._pending = [request for request in self._pending if not request.future.cancelled()]
                 if not self._pending:
                     if self._closed:
                         return None
@@ -105,19 +116,28 @@ class ChatBatcher:
                 if len(batch) == self.max_batch_size or waited >= self.max_wait_s or self._closed:
                     taken = set(map(id, batch))
                     self._pending = [request for request in self._pending if id(request) not in taken]
-                    return batch
+                    # From here a caller can no longer cancel: the chat is being answered.
+                    return [request for request in batch if request.future.set_running_or_notify_cancel()]
                 self._changed.wait(self.max_wait_s - waited)
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._answer(batch)
+        try:
+            while (batch := self._next_batch()) is not None:
+                if batch:
+                    self._answer(batch)
+        except BaseException as error:  # never leave callers waiting on a dead worker
+            with self._changed:
+                self._closed = True
+                pending, self._pending = self._pending, []
+            for request in pending:
+                if request.future.set_running_or_notify_cancel():
+                    request.future.set_exception(RuntimeError(f"The batcher stopped: {error!r}"))
+            raise
 
     def _answer(self, batch: list[_Request]) -> None:
-        options = batch[0].options
         try:
             with self.lock:
-                outputs = self.pipe([request.chat for request in batch], batch_size=len(batch), **options)
-            self.batch_sizes.append(len(batch))
+                outputs = self.pipe([request.chat for request in batch], batch_size=len(batch), **batch[0].options)
         except Exception as error:  # handed to the callers
             if len(batch) == 1:
                 batch[0].future.set_exception(error)
@@ -125,5 +145,6 @@ class ChatBatcher:
             for request in batch:  # which chat was refused? each is answered (or refused) alone
                 self._answer([request])
             return
+        self.batch_sizes.append(len(batch))
         for request, output in zip(batch, outputs, strict=True):
             request.future.set_result(output)

@@ -21,8 +21,10 @@ word a chunk.
 
 import asyncio
 import copy
+import hmac
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -30,17 +32,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 
-from ..core.chat_format import CHAT_ROLES, conversation_turns, encode_history
+from ..core.chat_format import CHAT_ROLES, clean_text, conversation_turns, encode_history
 from ..core.evaluation import quiet_truncation
+from ..mmi.rerank import DEFAULT_NUM_BEAMS
 from ..pipelines.conversational import DECODING_STRATEGIES, ConversationalPipeline
 from .batcher import ChatBatcher
 
@@ -55,6 +57,10 @@ MAX_CHOICES = 16
 MAX_BEAMS = 32
 MAX_STOP_STRINGS = 4
 DEFAULT_MAX_TOKENS_LIMIT = 256
+# A temperature below this decodes greedily: dividing the logits by it overflows, and its samples are the argmax.
+GREEDY_TEMPERATURE = 1e-5
+# pydantic's names of the union members it tried, which an error location lists after the field's name
+UNION_MEMBER = re.compile(r"str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z]\w*|literal\[.*\]|function-.*")
 
 
 class ApiError(Exception):
@@ -76,21 +82,38 @@ def error_response(status: int, message: str, param: str | None = None, code: st
                         status_code=status)
 
 
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _nothing(value):
+    """A field of tool calling or token biasing: accepted empty only."""
+    if value:
+        raise ValueError("this server implements no tools or token biases: leave it empty")
+    return value
+
+
 class TextPart(BaseModel):
     """A part of a message's content; only text can be read by a chatbot."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    """One message of the chat: a user or assistant turn."""
+    """One message of the chat: a user or assistant turn (the fields of tool calling may be present, empty)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     role: str
-    content: str | list[TextPart]
+    content: str | list[TextPart] | None
     name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[Any] | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, value):
+        return _nothing(value)
 
     @field_validator("role")
     @classmethod
@@ -101,33 +124,52 @@ class ChatMessage(BaseModel):
         return role
 
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        """The message's text; parts are joined by a space, as `core.chat_format` joins them."""
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else " ".join(part.text for part in self.content)
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    include_usage: bool = False
+    model_config = STRICT
+    include_usage: bool | None = False
+
+
+class TextFormat(BaseModel):
+    model_config = STRICT
+    type: Literal["text"]
 
 
 class ChatCompletionRequest(BaseModel):
-    """The body of `POST /v1/chat/completions` (the OpenAI fields this server implements, and its own)."""
+    """The body of `POST /v1/chat/completions`: the OpenAI fields this server implements, those it accepts at their
+    neutral values only (a client library may send them), and the package's own decoding fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
+    seed: int | None = None
     user: str | None = None
-    # OpenAI fields accepted at their neutral values only
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    # accepted at their neutral values only
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    response_format: TextFormat | None = None
+    tools: list[Any] | None = None
+    tool_choice: Literal["none"] | None = None
+    parallel_tool_calls: bool | None = None
     # the package's decoding
     strategy: Literal[tuple(DECODING_STRATEGIES)] | None = None
     num_beams: int | None = Field(default=None, ge=1, le=MAX_BEAMS)
@@ -135,7 +177,7 @@ class ChatCompletionRequest(BaseModel):
     mmi_lambda: float | None = None
     mmi_gamma: float | None = None
     context_turns: int | None = Field(default=None, ge=0)
-    speaker: str | int | None = None
+    speaker: StrictStr | StrictInt | None = None
 
     @field_validator("stop")
     @classmethod
@@ -143,16 +185,33 @@ class ChatCompletionRequest(BaseModel):
         stops = [stop] if isinstance(stop, str) else stop or []
         if len(stops) > MAX_STOP_STRINGS or any(not text for text in stops):
             raise ValueError(f"give at most {MAX_STOP_STRINGS} non-empty stop strings")
-        return stop
+        return stops
 
-    def stop_strings(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+    @field_validator("tools", "logit_bias")
+    @classmethod
+    def _no_tools(cls, value):
+        return _nothing(value)
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, value):
+        if value:
+            raise ValueError("penalties are not supported: leave them at 0")
+        return value
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, value):
+        if value:
+            raise ValueError("logprobs are not supported: leave them out (each choice's score is not a logprob)")
+        return value
 
 
-def _validation_message(error: ValidationError | RequestValidationError) -> tuple[str, str | None]:
-    """The first validation error, as the API reports it: a sentence and the parameter's dotted path."""
+def _validation_message(error: ValidationError) -> tuple[str, str | None]:
+    """The first validation error, as the API reports it: a sentence and the parameter's dotted path (without
+    pydantic's names of the union members it tried)."""
     first = error.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    location = [str(part) for part in first.get("loc", ()) if not UNION_MEMBER.fullmatch(str(part))]
     param = ".".join(location) or None
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
@@ -192,58 +251,83 @@ class ChatCompletionServer:
         self.batcher.close()
 
     def decoding_options(self, request: ChatCompletionRequest) -> dict:
-        """The pipeline options of a request, or an ApiError naming the field that cannot be honoured."""
+        """The pipeline options of a request, or an ApiError naming the field that cannot be honoured.
+
+        `strategy` when given; else `temperature` 0 (or below `GREEDY_TEMPERATURE`) is greedy search, another
+        temperature, a `top_p` below 1 or a `top_k` above 0 sampling, `num_beams` > 1 beam search; with none of
+        them the model's generation config decides.
+        """
+        generation = self.pipe.model.generation_config
+        temperature = request.temperature
+        if temperature is not None and temperature < GREEDY_TEMPERATURE:
+            temperature = 0.0
+        sampling_fields = [name for name, value, neutral in (("temperature", temperature, 0.0),
+                                                              ("top_p", request.top_p, 1.0),
+                                                              ("top_k", request.top_k, 0))
+                           if value is not None and value != neutral]
         strategy = request.strategy
-        sampling_given = request.temperature not in (None, 0) or request.top_p is not None or request.top_k is not None
-        if strategy is None and request.temperature == 0:
-            strategy = "greedy"
-        elif strategy is None and sampling_given:
-            strategy = "sample"
+        if strategy is None:
+            if temperature == 0:
+                strategy, sampling_fields = "greedy", []  # temperature 0 is greedy, whatever top_p says
+            elif sampling_fields:
+                strategy = "sample"
+            elif (request.num_beams or 1) > 1:
+                strategy = "beam"
         if strategy is not None and strategy not in self.pipe.available_strategies():
             raise ApiError(400, f"strategy {strategy!r} needs a second model this server was not started with; it "
                            f"serves {self.pipe.available_strategies()} (`hf-neuralconv serve --anti-lm / "
                            "--reverse-model`).", "strategy")
-        if strategy not in (None, "sample") and sampling_given:
-            raise ApiError(400, f"temperature, top_p and top_k apply to sampling, and strategy is {strategy!r}: drop "
-                           "them or use strategy 'sample'.", "temperature")
-        if strategy == "sample" and request.temperature == 0:
+        if strategy not in (None, "sample") and sampling_fields:
+            raise ApiError(400, f"{sampling_fields[0]} applies to sampling, and strategy is {strategy!r}: drop it or "
+                           "use strategy 'sample'.", sampling_fields[0])
+        if strategy == "sample" and temperature == 0:
             raise ApiError(400, "temperature 0 means greedy decoding: use a positive temperature to sample.",
                            "temperature")
-        if request.presence_penalty or request.frequency_penalty:
-            raise ApiError(400, "presence_penalty and frequency_penalty are not supported: leave them at 0.",
-                           "presence_penalty" if request.presence_penalty else "frequency_penalty")
-        if request.logprobs:
-            raise ApiError(400, "logprobs are not supported.", "logprobs")
+        samples = strategy == "sample" or (strategy is None and generation.do_sample)
+        if request.seed is not None and samples:
+            raise ApiError(400, "seed is not supported for sampled replies: requests are sampled together in "
+                           "batches, from one random stream.", "seed")
         if request.speaker is not None and not self.pipe.num_speakers:
             raise ApiError(400, "this model has no speakers: drop `speaker`.", "speaker")
         max_tokens = request.max_completion_tokens or request.max_tokens
         if max_tokens is not None and max_tokens > self.max_tokens_limit:
-            raise ApiError(400, f"max_tokens {max_tokens} is above this server's limit of {self.max_tokens_limit}.",
-                           "max_tokens")
+            field = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            raise ApiError(400, f"{field} {max_tokens} is above this server's limit of {self.max_tokens_limit}.",
+                           field)
+        gamma = request.mmi_gamma
+        if strategy == "mmi-antilm" and gamma is not None:
+            if gamma != int(gamma) or gamma < 0:
+                raise ApiError(400, f"mmi_gamma counts the reply tokens mmi-antilm penalises: a whole number >= 0, "
+                               f"got {gamma}.", "mmi_gamma")
+            gamma = int(gamma)
         options = {"strategy": strategy, "max_new_tokens": max_tokens, "context_turns": request.context_turns,
-                   "speaker": request.speaker, "mmi_lambda": request.mmi_lambda, "mmi_gamma": request.mmi_gamma}
-        if strategy == "mmi-antilm" and request.mmi_gamma is not None:
-            options["mmi_gamma"] = int(request.mmi_gamma)  # mmi-antilm's gamma counts tokens
+                   "speaker": request.speaker, "mmi_lambda": request.mmi_lambda, "mmi_gamma": gamma}
         if strategy == "sample":
-            options.update(temperature=request.temperature, top_p=request.top_p, top_k=request.top_k)
-        beams = request.num_beams
-        if beams is not None and (strategy == "sample" or strategy == "greedy" and beams > 1):
-            raise ApiError(400, f"num_beams {beams} does not go with strategy {strategy!r}.", "num_beams")
-        if request.n > 1:
-            if strategy == "greedy" or (strategy is None and (self.pipe.model.generation_config.num_beams or 1) == 1
-                                        and not self.pipe.model.generation_config.do_sample):
-                raise ApiError(400, f"n={request.n} needs several candidates, and greedy decoding gives one: use "
-                               "strategy 'beam' (or a temperature, to sample).", "n")
-            if strategy in ("beam", "mmi-antilm"):
-                beams = max(beams or DECODING_STRATEGIES[strategy]["num_beams"], request.n)
-            elif strategy == "mmi-bidi" and beams is not None:  # else generation_config.mmi's beams
-                beams = max(beams, request.n)
+            options.update(temperature=temperature, top_p=request.top_p, top_k=request.top_k)
+        options["num_beams"] = self._beams(request, strategy, samples)
+        if (request.n or 1) > 1:
             options["num_return_sequences"] = request.n
-        options["num_beams"] = beams
         return {name: value for name, value in options.items() if value is not None}
 
-    def max_new_tokens(self, options: dict) -> int | None:
-        return options.get("max_new_tokens", self.pipe.model.generation_config.max_new_tokens)
+    def _beams(self, request: ChatCompletionRequest, strategy: str | None, samples: bool) -> int | None:
+        """The beams a request decodes with: enough for its `n` candidates under beam search; an ApiError when
+        `num_beams` or `n` do not go with the decoding."""
+        beams, n = request.num_beams, request.n or 1
+        if beams is not None and (samples or strategy == "greedy" and beams > 1):
+            raise ApiError(400, f"num_beams {beams} does not go with {strategy or 'the model'}'s sampling or greedy "
+                           "decoding.", "num_beams")
+        if samples:
+            return None
+        default = {"beam": DECODING_STRATEGIES["beam"]["num_beams"],
+                   "mmi-antilm": DECODING_STRATEGIES["mmi-antilm"]["num_beams"],
+                   "mmi-bidi": self.pipe.mmi_settings.get("num_beams") or DEFAULT_NUM_BEAMS,
+                   None: self.pipe.model.generation_config.num_beams or 1}.get(strategy, 1)
+        if n > 1 and max(beams or default, n) == 1 or n > 1 and strategy == "greedy":
+            raise ApiError(400, f"n={n} needs several candidates, and greedy decoding gives one: use strategy 'beam' "
+                           "(or a temperature, to sample).", "n")
+        if n > (beams or default):
+            return n
+        return beams
 
     def reply_tokens(self, text: str) -> int:
         """The tokens of a reply, as the chatbot's tokenizer encodes its text."""
@@ -257,17 +341,20 @@ class ChatCompletionServer:
                                       self.pipe.max_source_length, causal=self.pipe.causal))
 
     def choices(self, output: list[dict], options: dict, stops: list[str]) -> tuple[list[dict], int]:
-        """The choices of a completion from the pipeline's N-best output, and the reply tokens they hold."""
+        """The choices of a completion from the pipeline's N-best output, and the reply tokens generated for them
+        (counted by the pipeline; mmi-bidi's reranked candidates are re-encoded, and end by the length limit)."""
         choices, tokens = [], 0
-        limit = self.max_new_tokens(options)
         for index, candidate in enumerate(output):
             text = candidate["generated_text"][-1]["content"]
-            count = self.reply_tokens(text)
+            count = candidate.get("num_tokens")
+            finish = candidate.get("finish_reason")
+            if count is None:
+                count = self.reply_tokens(text) + 1
+                limit = options.get("max_new_tokens", self.pipe.model.generation_config.max_new_tokens)
+                finish = "length" if limit is not None and count > limit else "stop"
             cut = min((text.find(stop) for stop in stops if stop in text), default=-1)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-            else:
-                finish = "length" if limit is not None and count >= limit else "stop"
             tokens += count
             choices.append({"index": index, "message": {"role": "assistant", "content": text},
                             "finish_reason": finish, "logprobs": None})
@@ -278,20 +365,21 @@ class ChatCompletionServer:
         if request.model != self.model_name:
             raise ApiError(404, f"The model {request.model!r} does not exist: this server serves "
                            f"{self.model_name!r}.", "model", "model_not_found")
+        if request.stream_options is not None and not request.stream:
+            raise ApiError(400, "stream_options apply to a streamed answer: set stream true, or drop them.",
+                           "stream_options")
         chat = [{"role": message.role, "content": message.text()} for message in request.messages]
-        empty = [index for index, message in enumerate(chat) if not message["content"].strip()]
-        if empty:
-            raise ApiError(400, f"messages.{empty[0]}.content is empty: every message needs text.",
-                           f"messages.{empty[0]}.content")
-        if chat[-1]["role"] != "user":
-            raise ApiError(400, "The last message must be the user's: the model answers the user.", "messages")
+        last = len(chat) - 1
+        if not clean_text(chat[last]["content"]):  # caught here, it cannot make a batch be re-run chat by chat
+            raise ApiError(400, f"messages.{last}.content is empty: the message to answer needs text.",
+                           f"messages.{last}.content")
         options = self.decoding_options(request)
         try:
-            future = self.batcher.submit(chat, **options)
+            future = self.batcher.submit(chat, **options)  # a malformed chat is refused here, before any batch
             output = await asyncio.wrap_future(future)
         except (ValueError, TypeError) as error:  # the pipeline refused the chat or its options
             raise ApiError(400, str(error), None) from None
-        choices, completion_tokens = self.choices(output, options, request.stop_strings())
+        choices, completion_tokens = self.choices(output, options, request.stop or [])
         prompt_tokens = self.prompt_tokens(chat, request.context_turns)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
@@ -299,9 +387,11 @@ class ChatCompletionServer:
         return meta, choices, usage
 
     def check_key(self, http_request: Request) -> None:
+        """An ApiError (401) unless the request carries the server's key, when it has one."""
         if self.api_key is None:
             return
-        if http_request.headers.get("authorization", "") != f"Bearer {self.api_key}":
+        scheme, _, key = http_request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
             raise ApiError(401, "Incorrect or missing API key: send `Authorization: Bearer <key>`.", None,
                            "invalid_api_key")
 
@@ -324,8 +414,8 @@ class ChatCompletionServer:
                            f"limit is {self.max_body_bytes:,}.")
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ApiError(400, f"The body is not valid JSON: {error}.") from None
+        except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, or nested too deep to read
+            raise ApiError(400, f"The body is not valid JSON: {str(error)[:200]}.") from None
         if not isinstance(payload, dict):
             raise ApiError(400, f"The body must be a JSON object, got {type(payload).__name__}.")
         try:
@@ -386,11 +476,6 @@ def create_app(server: ChatCompletionServer) -> FastAPI:
                   405: f"{request.method} is not allowed on {request.url.path}."}.get(error.status_code, error.detail)
         return error_response(error.status_code, detail, None, code)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(error)
-        return error_response(400, message, param)
-
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -421,7 +506,8 @@ def create_app(server: ChatCompletionServer) -> FastAPI:
         meta, choices, usage = await server.complete(completion_request)
         if completion_request.stream:
             include_usage = bool(completion_request.stream_options and completion_request.stream_options.include_usage)
-            return StreamingResponse(_stream(meta, choices, usage, include_usage), media_type="text/event-stream")
+            return StreamingResponse(_stream(meta, choices, usage, include_usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         return {**meta, "object": "chat.completion", "choices": choices, "usage": usage}
 
     return app
@@ -436,7 +522,7 @@ class BackgroundServer:
     """`server` answering on http://host:port from a thread of this process (tests, benchmarks, notebooks).
 
     `with BackgroundServer(server) as running: OpenAI(base_url=running.base_url, api_key="-")`; leaving the block
-    stops it. `port=0` picks a free port.
+    stops it, and closes `server` (its batcher) with it. `port=0` picks a free port.
     """
 
     def __init__(self, server: ChatCompletionServer, host: str = "127.0.0.1", port: int = 0):
@@ -445,6 +531,7 @@ class BackgroundServer:
                 probe.bind((host, 0))
                 port = probe.getsockname()[1]
         self.host, self.port = host, port
+        self._server = server
         config = uvicorn.Config(create_app(server), host=host, port=port, log_level="warning", lifespan="on")
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, name="chat-server", daemon=True)
@@ -459,6 +546,8 @@ class BackgroundServer:
         deadline = time.monotonic() + 30
         while not self._uvicorn.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._uvicorn.should_exit = True
+                self._server.close()
                 raise RuntimeError(f"The server did not start on {self.host}:{self.port}.")
             time.sleep(0.02)
         return self
