@@ -206,6 +206,19 @@ def test_n_best_beams_sampling_and_the_packages_options(client, pipe):
     assert [choice.message.content for choice in beams.choices] == [
         output["generated_text"][-1]["content"] for output in expected]
     assert [choice.index for choice in beams.choices] == [0, 1, 2]
+    # num_beams alone means beam search; n above the beams widens them; n without beams under the model's greedy
+    # default is refused
+    by_beams = client.chat.completions.create(model="tiny-chatbot", messages=chat, n=2, max_tokens=6,
+                                              extra_body={"num_beams": 4})
+    assert [choice.message.content for choice in by_beams.choices] == [
+        output["generated_text"][-1]["content"] for output in expected[:2]]
+    wide = client.chat.completions.create(model="tiny-chatbot", messages=chat, n=7, max_tokens=6,
+                                          extra_body={"strategy": "beam"})
+    assert [choice.message.content for choice in wide.choices] == [output["generated_text"][-1]["content"] for output in
+                                                                   pipe(chat, strategy="beam", num_beams=7,
+                                                                        num_return_sequences=7, max_new_tokens=6)]
+    with pytest.raises(BadRequestError, match="greedy decoding gives one"):
+        client.chat.completions.create(model="tiny-chatbot", messages=chat, n=2)
     samples = client.chat.completions.create(model="tiny-chatbot", messages=chat, n=4, temperature=1.5, top_p=0.9,
                                              max_tokens=6)
     assert len(samples.choices) == 4 and all(choice.message.content is not None for choice in samples.choices)

@@ -314,20 +314,19 @@ class ChatCompletionServer:
         `num_beams` or `n` do not go with the decoding."""
         beams, n = request.num_beams, request.n or 1
         if beams is not None and (samples or strategy == "greedy" and beams > 1):
-            raise ApiError(400, f"num_beams {beams} does not go with {strategy or 'the model'}'s sampling or greedy "
-                           "decoding.", "num_beams")
+            raise ApiError(400, f"num_beams {beams} does not go with {'sampling' if samples else 'greedy decoding'}.",
+                           "num_beams")
         if samples:
             return None
         default = {"beam": DECODING_STRATEGIES["beam"]["num_beams"],
                    "mmi-antilm": DECODING_STRATEGIES["mmi-antilm"]["num_beams"],
                    "mmi-bidi": self.pipe.mmi_settings.get("num_beams") or DEFAULT_NUM_BEAMS,
                    None: self.pipe.model.generation_config.num_beams or 1}.get(strategy, 1)
-        if n > 1 and max(beams or default, n) == 1 or n > 1 and strategy == "greedy":
+        greedy = strategy == "greedy" or (strategy is None and (beams or default) == 1)
+        if n > 1 and greedy:
             raise ApiError(400, f"n={n} needs several candidates, and greedy decoding gives one: use strategy 'beam' "
                            "(or a temperature, to sample).", "n")
-        if n > (beams or default):
-            return n
-        return beams
+        return n if n > (beams or default) else beams
 
     def reply_tokens(self, text: str) -> int:
         """The tokens of a reply, as the chatbot's tokenizer encodes its text."""
