@@ -11,9 +11,11 @@ from transformers import AutoTokenizer
 
 from hf_neuralconv.cli import main
 from hf_neuralconv.core.arguments import ConversationTrainingArguments, ModelArguments, parse_recipe
+from hf_neuralconv.core.loading import load_model_dir
 from hf_neuralconv.data.dialogue import load_chitchat
 from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward, train_word_vectors
 from hf_neuralconv.negative_training.hits import read_trigger_pairs
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
 from hf_neuralconv.reverse_generator.attack import attack_targets
 from hf_neuralconv.reverse_generator.config import (
     REFERENCE_CORPUS_FILE,
@@ -34,6 +36,7 @@ from hf_neuralconv.reverse_generator.experiment import (
     word_count,
 )
 from hf_neuralconv.reverse_generator.trainer import ReinforceConfig
+from hf_neuralconv.serving import BackgroundServer, ChatCompletionServer
 
 QUIET = dict(use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0)
 
@@ -245,6 +248,27 @@ def test_target_list_attack_writes_negative_training_pairs(experiment, capsys):
         main(["reverse-attack", str(root / "rl"), str(targets), "--output", str(root / "found.jsonl")])
     assert [json.loads(line) for line in (root / "found.jsonl").read_text().splitlines()] == rows
 
+
+
+def test_reverse_attack_by_url_finds_what_it_finds_through_the_pipeline(experiment, capsys, monkeypatch):
+    """The chatbot the generator was trained against, now behind `hf-neuralconv serve`'s API (with a key): the
+    attack finds the same inputs, with the same replies and rewards, as against the model directory."""
+    root, setup, _, _ = experiment
+    targets = root / "url_targets.txt"
+    targets.write_text("i like music and books .\nnice to meet you !\nwhere are you from ?\n")
+    model, tokenizer = load_model_dir(setup.environment)
+    monkeypatch.setenv("VICTIM_API_KEY", "k3y")
+    with BackgroundServer(ChatCompletionServer(ConversationalPipeline(model=model, tokenizer=tokenizer), "victim",
+                                               api_key="k3y")) as server:
+        main(["reverse-attack", str(root / "rl"), str(targets), "--output", str(root / "by_url.jsonl"), "--num-beams",
+              "3", "--min-similarity", "-1", "--environment", server.base_url, "--api-key-env", "VICTIM_API_KEY"])
+    by_url = json.loads(capsys.readouterr().out)
+    main(["reverse-attack", str(root / "rl"), str(targets), "--output", str(root / "local.jsonl"), "--num-beams", "3",
+          "--min-similarity", "-1"])
+    local = json.loads(capsys.readouterr().out)
+    assert (root / "by_url.attempts.jsonl").read_text() == (root / "local.attempts.jsonl").read_text()
+    assert (root / "by_url.jsonl").read_text() == (root / "local.jsonl").read_text()
+    assert by_url["env_queries"] == local["env_queries"] > 0 and by_url["targets"] == 3
 
 
 @pytest.mark.parametrize(
