@@ -16,7 +16,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .models import LSTMForCausalLM, LSTMLMConfig, LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration, LSTMState
 from .pipelines import TASK, ConversationalPipeline
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 AutoConfig.register(LSTMSeq2SeqConfig.model_type, LSTMSeq2SeqConfig, exist_ok=True)
 AutoConfig.register(LSTMLMConfig.model_type, LSTMLMConfig, exist_ok=True)
