@@ -16,12 +16,14 @@ import hf_neuralconv
 PACKAGE = Path(hf_neuralconv.__file__).parent
 REPOSITORY = PACKAGE.parents[1]
 # Lower layers never import higher ones; within a layer, only the same top-level folder. MMI decoding sits below the
-# pipeline, whose mmi strategies run it, so methods above may use it (persona reranks with MMI-bidi).
+# pipeline, whose mmi strategies run it, so methods above may use it (persona reranks with MMI-bidi). Serving (the
+# batcher and the HTTP API) sits on the pipeline; the methods do not need it.
 LAYERS = (
     ("models", "data", "metrics"),
     ("core",),
     ("mmi",),
     ("pipelines",),
+    ("serving",),
     ("seq2seq", "persona", "negative_training", "reverse_generator"),
     ("cli", "__init__"),
 )

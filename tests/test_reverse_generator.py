@@ -39,7 +39,6 @@ from hf_neuralconv.reverse_generator.environments import (
     CallableEnvironment,
     EnvironmentQueryError,
     GradioEnvironment,
-    OpenAIChatEnvironment,
     PipelineEnvironment,
     build_reference_corpus,
 )
@@ -50,7 +49,6 @@ from hf_neuralconv.reverse_generator.trainer import (
     reverse_generation_config,
 )
 from hf_neuralconv.reverse_generator.trainer import policy_log_probs as sequence_log_probs
-from hf_neuralconv.serving import BackgroundServer, ChatCompletionServer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "reverse_generator"
 # The Space's /chat controls after the message for a model without speakers (a persona model's come first): strategy,
@@ -547,60 +545,3 @@ def test_anyones_chat_app_is_queried_one_fresh_session_at_a_time():
     finally:
         demo.close()
 
-
-@pytest.fixture(scope="module")
-def served_by_api(tmp_path_factory):
-    """A tiny chatbot behind `hf-neuralconv serve`'s server, recording every chat it answers."""
-    model, tokenizer = load_model_dir(make_model_dir(tmp_path_factory.mktemp("api") / "victim", seed=6))
-    chatbot = CountingPipeline(model=model, tokenizer=tokenizer)
-    chatbot.chats = []
-    with BackgroundServer(ChatCompletionServer(chatbot, "victim", api_key="k3y")) as background:
-        yield chatbot, background.base_url
-
-
-def test_the_attack_finds_the_same_inputs_over_an_openai_compatible_api(served_by_api, tiny_tokenizer, monkeypatch):
-    chatbot, url = served_by_api
-    monkeypatch.setenv("VICTIM_KEY", "k3y")
-    setup = AttackSetupArguments(environment=url, environment_api_key_env="VICTIM_KEY",
-                                 environment_request='{"temperature": 0, "max_tokens": 8}')
-    environment = setup.make_environment()
-    assert isinstance(environment, OpenAIChatEnvironment) and environment.resolved_model() == "victim"
-    local = PipelineEnvironment(ConversationalPipeline(model=chatbot.model, tokenizer=chatbot.tokenizer),
-                                generate_kwargs={"strategy": "greedy", "max_new_tokens": 8}, accept_empty_replies=True)
-    answered = len(chatbot.chats)
-    assert environment(SENTENCES) == local(SENTENCES)
-    assert environment.num_queries == len(chatbot.chats) - answered == len(SENTENCES)
-    assert all(len(chat) == 1 for chat in chatbot.chats)  # one-message chats: no history between queries
-
-    reward = EmbeddingSimilarityReward(random_vectors(WORDS, seed=1), threshold=-1)
-    model = reverse_generator(tiny_tokenizer, seed=4)
-    targets = ["i like tea", "good day", "what is your name"]
-    by_url = attack(model, tiny_tokenizer, environment, reward, targets, num_beams=4, max_input_tokens=5)
-    by_pipeline = attack(model, tiny_tokenizer, local, reward, targets, num_beams=4, max_input_tokens=5)
-    assert by_url == by_pipeline and any(record["trigger"] for record in by_url)
-
-
-def test_openai_compatible_endpoints_fail_clearly(served_by_api, monkeypatch):
-    chatbot, url = served_by_api
-    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
-    with pytest.raises(ValueError, match="NO_SUCH_KEY is not set"):
-        OpenAIChatEnvironment(url, api_key_env="NO_SUCH_KEY")
-    with pytest.raises(ValueError, match=r"may not set \['messages'\]"):
-        OpenAIChatEnvironment(url, request_fields={"messages": []})
-    with pytest.raises(ValueError, match="http"):
-        OpenAIChatEnvironment("127.0.0.1:8000/v1")
-    with pytest.raises(ValueError, match="JSON object"):
-        AttackSetupArguments(environment=url, environment_request="[1]")
-    keyless = OpenAIChatEnvironment(url, model="victim", max_retries=1, retry_delay=0)
-    with pytest.raises(EnvironmentQueryError, match="after 2 attempts: 'hi': RuntimeError: HTTP 401: Incorrect"):
-        keyless(["hi"])
-    assert keyless.num_queries == 2
-    unreachable = OpenAIChatEnvironment(f"http://127.0.0.1:{free_port()}/v1", model="victim", max_retries=1,
-                                        retry_delay=0, timeout=5)
-    with pytest.raises(EnvironmentQueryError, match="2 of 2 inputs got no usable reply after 2 attempts"):
-        unreachable(["hi", "hello"])
-    assert unreachable.num_queries == 4
-    # A URL not ending in /v1 is taken for a Gradio app, unless told otherwise.
-    assert isinstance(AttackSetupArguments(environment="http://127.0.0.1:7860").make_environment(), GradioEnvironment)
-    assert isinstance(AttackSetupArguments(environment="http://host/api", environment_api="openai").make_environment(),
-                      OpenAIChatEnvironment)

@@ -1,6 +1,7 @@
 """The OpenAI-compatible server (`hf-neuralconv serve`) and the batcher under it: replies equal the pipeline's answer
 to each client's own history while concurrent requests share pipeline calls, the official `openai` client works
-against it, and malformed requests get a 4xx in the API's error shape while the server keeps answering."""
+against it, malformed requests get a 4xx in the API's error shape while the server keeps answering, and the reverse
+generator attacks a chatbot behind it (`OpenAIChatEnvironment`) as it attacks the pipeline itself."""
 
 import http.client
 import json
@@ -16,18 +17,30 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import (
     SENTENCES,
+    WORDS,
     backbone_model,
     backbone_tokenizer,
     free_port,
     make_model_dir,
     planted_model,
+    random_vectors,
+    reverse_generator,
     tiny_lm,
 )
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
 from hf_neuralconv.cli import main
 from hf_neuralconv.core.loading import load_model_dir
+from hf_neuralconv.metrics.embedding_similarity import EmbeddingSimilarityReward
 from hf_neuralconv.pipelines.conversational import ConversationalPipeline
+from hf_neuralconv.reverse_generator.attack import attack
+from hf_neuralconv.reverse_generator.config import AttackSetupArguments
+from hf_neuralconv.reverse_generator.environments import (
+    EnvironmentQueryError,
+    GradioEnvironment,
+    OpenAIChatEnvironment,
+    PipelineEnvironment,
+)
 from hf_neuralconv.serving import BackgroundServer, ChatBatcher, ChatCompletionServer
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 8}
@@ -497,3 +510,75 @@ def test_serve_command_answers_with_its_key(model_dir, pipe):
     finally:
         process.terminate()
         process.wait(30)
+
+
+# --- attacks on a chatbot behind the API (Liu et al.'s reverse generator) ---
+
+
+class RecordingPipeline(ConversationalPipeline):
+    """The served model, recording every chat it answered (a batch counts its chats)."""
+
+    chats: list
+
+    def __call__(self, inputs, **kwargs):
+        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
+        self.chats.extend(inputs if batch else [inputs])
+        return super().__call__(inputs, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def served_by_api(tmp_path_factory):
+    """A tiny chatbot behind `hf-neuralconv serve`'s server, recording every chat it answers."""
+    model, tokenizer = load_model_dir(make_model_dir(tmp_path_factory.mktemp("api") / "victim", seed=6))
+    chatbot = RecordingPipeline(model=model, tokenizer=tokenizer)
+    chatbot.chats = []
+    with BackgroundServer(ChatCompletionServer(chatbot, "victim", api_key="k3y")) as background:
+        yield chatbot, background.base_url
+
+
+def test_the_attack_finds_the_same_inputs_over_an_openai_compatible_api(served_by_api, tiny_tokenizer, monkeypatch):
+    chatbot, url = served_by_api
+    monkeypatch.setenv("VICTIM_KEY", "k3y")
+    setup = AttackSetupArguments(environment=url, environment_api_key_env="VICTIM_KEY",
+                                 environment_request='{"temperature": 0, "max_tokens": 8}')
+    environment = setup.make_environment()
+    assert isinstance(environment, OpenAIChatEnvironment) and environment.resolved_model() == "victim"
+    local = PipelineEnvironment(ConversationalPipeline(model=chatbot.model, tokenizer=chatbot.tokenizer),
+                                generate_kwargs={"strategy": "greedy", "max_new_tokens": 8}, accept_empty_replies=True)
+    answered = len(chatbot.chats)
+    assert environment(SENTENCES) == local(SENTENCES)
+    assert environment.num_queries == len(chatbot.chats) - answered == len(SENTENCES)
+    assert all(len(chat) == 1 for chat in chatbot.chats)  # one-message chats: no history between queries
+
+    reward = EmbeddingSimilarityReward(random_vectors(WORDS, seed=1), threshold=-1)
+    model = reverse_generator(tiny_tokenizer, seed=4)
+    targets = ["i like tea", "good day", "what is your name"]
+    by_url = attack(model, tiny_tokenizer, environment, reward, targets, num_beams=4, max_input_tokens=5)
+    by_pipeline = attack(model, tiny_tokenizer, local, reward, targets, num_beams=4, max_input_tokens=5)
+    assert by_url == by_pipeline and any(record["trigger"] for record in by_url)
+
+
+def test_openai_compatible_endpoints_fail_clearly(served_by_api, monkeypatch):
+    chatbot, url = served_by_api
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    with pytest.raises(ValueError, match="NO_SUCH_KEY is not set"):
+        OpenAIChatEnvironment(url, api_key_env="NO_SUCH_KEY")
+    with pytest.raises(ValueError, match=r"may not set \['messages'\]"):
+        OpenAIChatEnvironment(url, request_fields={"messages": []})
+    with pytest.raises(ValueError, match="http"):
+        OpenAIChatEnvironment("127.0.0.1:8000/v1")
+    with pytest.raises(ValueError, match="JSON object"):
+        AttackSetupArguments(environment=url, environment_request="[1]")
+    keyless = OpenAIChatEnvironment(url, model="victim", max_retries=1, retry_delay=0)
+    with pytest.raises(EnvironmentQueryError, match="after 2 attempts: 'hi': RuntimeError: HTTP 401: Incorrect"):
+        keyless(["hi"])
+    assert keyless.num_queries == 2
+    unreachable = OpenAIChatEnvironment(f"http://127.0.0.1:{free_port()}/v1", model="victim", max_retries=1,
+                                        retry_delay=0, timeout=5)
+    with pytest.raises(EnvironmentQueryError, match="2 of 2 inputs got no usable reply after 2 attempts"):
+        unreachable(["hi", "hello"])
+    assert unreachable.num_queries == 4
+    # A URL not ending in /v1 is taken for a Gradio app, unless told otherwise.
+    assert isinstance(AttackSetupArguments(environment="http://127.0.0.1:7860").make_environment(), GradioEnvironment)
+    assert isinstance(AttackSetupArguments(environment="http://host/api", environment_api="openai").make_environment(),
+                      OpenAIChatEnvironment)

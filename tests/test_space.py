@@ -202,7 +202,9 @@ class EchoPipeline(ConversationalPipeline):
 
     def _forward(self, model_inputs, **generate_kwargs):
         input_ids = model_inputs["input_ids"]
-        return {"sequences": input_ids[:, None, :], "scores": torch.zeros(input_ids.size(0), 1),
+        rows = input_ids.size(0)
+        return {"sequences": input_ids[:, None, :], "scores": torch.zeros(rows, 1),
+                "lengths": torch.full((rows, 1), input_ids.size(1)), "finished": torch.ones(rows, 1, dtype=torch.bool),
                 "messages": model_inputs["messages"]}
 
 

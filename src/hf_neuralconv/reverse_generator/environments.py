@@ -30,16 +30,20 @@ import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import datasets
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..core.evaluation import quiet_truncation
 from ..core.loading import load_model_dir
 from ..pipelines.conversational import ConversationalPipeline
 
+try:  # some hosted APIs refuse urllib's own user agent
+    USER_AGENT = f"hf-neuralconv/{version('hf-neuralconv')}"
+except PackageNotFoundError:  # run from a source tree that was not installed
+    USER_AGENT = "hf-neuralconv"
 # How many failed inputs an EnvironmentQueryError spells out (the count covers all of them).
 SHOWN_FAILURES = 3
 
@@ -350,7 +354,7 @@ class OpenAIChatEnvironment(DialogueEnvironment):
 
     def _http(self, path: str, payload: dict | None = None) -> dict:
         """The JSON answer of a GET (no payload) or POST to the API; HTTP errors carry the API's own message."""
-        headers = {"Accept": "application/json", "User-Agent": f"hf-neuralconv/{__version__}"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         data = None
