@@ -16,6 +16,7 @@ import yaml
 from hf_neuralconv.data.tokenization import train_word_tokenizer
 from hf_neuralconv.models.lstm.configuration_lstm import LSTMLMConfig, LSTMSeq2SeqConfig
 from hf_neuralconv.models.lstm.modeling_lstm import LSTMForCausalLM, LSTMSeq2SeqForConditionalGeneration
+from hf_neuralconv.pipelines.conversational import ConversationalPipeline
 
 WORDS = "hello hi how are you doing fine thanks what is your name my good bad day night i like tea coffee".split()
 
@@ -306,6 +307,21 @@ def planted_model(tokenizer, steps=600):
 
 
 # --- the Gradio Space (spaces/app.py) ---
+
+
+class RecordingPipeline(ConversationalPipeline):
+    """A served model that records every chat it answered (`chats`) and how many each of its calls answered
+    (`calls`): what a server sent it, and how it batched."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chats, self.calls = [], []
+
+    def __call__(self, inputs, **kwargs):
+        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
+        self.chats.extend(inputs if batch else [inputs])
+        self.calls.append(len(inputs) if batch else 1)
+        return super().__call__(inputs, **kwargs)
 
 SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 

@@ -15,6 +15,7 @@ import torch
 from conftest import (
     SENTENCES,
     WORDS,
+    RecordingPipeline,
     Victim,
     free_port,
     make_model_dir,
@@ -446,22 +447,10 @@ def test_recipes_parse_with_the_papers_settings():
 # ---- end to end: a chatbot served by a real Gradio app --------------------------------------------------------------
 
 
-class CountingPipeline(ConversationalPipeline):
-    """The Space's model, recording every chat the server asked it to answer."""
-
-    chats: list
-
-    def __call__(self, inputs, **kwargs):
-        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
-        self.chats.extend(inputs if batch else [inputs])
-        return super().__call__(inputs, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def served_chatbot(tmp_path_factory, space):
     model, tokenizer = load_model_dir(make_model_dir(tmp_path_factory.mktemp("served"), seed=6))
-    chatbot = CountingPipeline(model=model, tokenizer=tokenizer)
-    chatbot.chats = []
+    chatbot = RecordingPipeline(model=model, tokenizer=tokenizer)
     demo = space.build_demo(chatbot, "victim")
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield chatbot, demo.local_url

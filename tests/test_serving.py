@@ -18,6 +18,7 @@ import pytest
 from conftest import (
     SENTENCES,
     WORDS,
+    RecordingPipeline,
     backbone_model,
     backbone_tokenizer,
     free_port,
@@ -515,23 +516,11 @@ def test_serve_command_answers_with_its_key(model_dir, pipe):
 # --- attacks on a chatbot behind the API (Liu et al.'s reverse generator) ---
 
 
-class RecordingPipeline(ConversationalPipeline):
-    """The served model, recording every chat it answered (a batch counts its chats)."""
-
-    chats: list
-
-    def __call__(self, inputs, **kwargs):
-        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
-        self.chats.extend(inputs if batch else [inputs])
-        return super().__call__(inputs, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def served_by_api(tmp_path_factory):
     """A tiny chatbot behind `hf-neuralconv serve`'s server, recording every chat it answers."""
     model, tokenizer = load_model_dir(make_model_dir(tmp_path_factory.mktemp("api") / "victim", seed=6))
     chatbot = RecordingPipeline(model=model, tokenizer=tokenizer)
-    chatbot.chats = []
     with BackgroundServer(ChatCompletionServer(chatbot, "victim", api_key="k3y")) as background:
         yield chatbot, background.base_url
 

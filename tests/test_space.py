@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import gradio as gr
 import pytest
 import torch
-from conftest import CHAT, SPACE_APP, free_port, load_space, make_model_dir, tiny_lm
+from conftest import CHAT, SPACE_APP, RecordingPipeline, free_port, load_space, make_model_dir, tiny_lm
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -162,21 +162,9 @@ def chat_session(url, session, turns=2):
     return said
 
 
-class BatchRecordingPipeline(ConversationalPipeline):
-    """The Space's model, recording how many chats each of its calls answered."""
-
-    calls: list
-
-    def __call__(self, inputs, **kwargs):
-        batch = isinstance(inputs, list) and not any(isinstance(item, dict) for item in inputs)
-        self.calls.append(len(inputs) if batch else 1)
-        return super().__call__(inputs, **kwargs)
-
-
 @pytest.mark.parametrize("batch_size", [1, 32])
 def test_concurrent_sessions_get_the_pipelines_replies_in_shared_calls(pipe, batch_size):
-    recording = BatchRecordingPipeline(model=pipe.model, tokenizer=pipe.tokenizer)
-    recording.calls = []
+    recording = RecordingPipeline(model=pipe.model, tokenizer=pipe.tokenizer)
     demo = space.build_demo(recording, "test model", chat_batch_size=batch_size)
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
