@@ -482,6 +482,8 @@ def refused(argv, capsys) -> str:
 def test_bad_serve_arguments_are_refused_before_loading(tmp_path, model_dir, capsys, monkeypatch):
     assert "no such model directory" in refused(["serve", str(tmp_path / "none")], capsys)
     assert "--port" in refused(["serve", str(model_dir), "--port", "0"], capsys)
+    assert "--batch-wait-ms must be a finite number" in refused(["serve", str(model_dir), "--batch-wait-ms", "inf"],
+                                                                capsys)
     monkeypatch.delenv("HF_NEURALCONV_UNSET_KEY", raising=False)
     assert "HF_NEURALCONV_UNSET_KEY" in refused(["serve", str(model_dir), "--api-key-env", "HF_NEURALCONV_UNSET_KEY"],
                                                 capsys)

@@ -1,6 +1,7 @@
 """`hf-neuralconv serve MODEL_DIR`: a trained chatbot behind an OpenAI-compatible `/v1/chat/completions`."""
 
 import argparse
+import math
 import os
 
 import uvicorn
@@ -13,6 +14,8 @@ from .openai_api import DEFAULT_MAX_TOKENS_LIMIT, MAX_BODY_BYTES, ChatCompletion
 
 def command_serve(args: argparse.Namespace) -> None:
     """`hf-neuralconv serve`: load the chatbot, then answer HTTP requests until interrupted."""
+    if not math.isfinite(args.batch_wait_ms):
+        raise ValueError(f"--batch-wait-ms must be a finite number of milliseconds, got {args.batch_wait_ms}.")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
