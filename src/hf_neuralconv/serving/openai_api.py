@@ -8,13 +8,13 @@ loads through it, with FastAPI:
 * `POST /v1/chat/completions`: `model`, `messages` (user and assistant turns, text content), `max_tokens` (or
   `max_completion_tokens`), `temperature`, `top_p`, `n`, `stop`, `stream` (server-sent events; `stream_options:
   {"include_usage": true}`), and the package's own decoding as extra fields: `strategy` (greedy, beam, sample,
-  mmi-antilm, mmi-bidi), `num_beams`, `top_k`, `mmi_lambda`, `mmi_gamma`, `context_turns`, `speaker`.
-  Without `strategy`: `temperature` 0 means greedy decoding, any other `temperature` or a `top_p` means sampling,
-  neither means the model's own generation config.
+  mmi-antilm, mmi-bidi), `num_beams`, `top_k`, `mmi_lambda`, `mmi_gamma`, `context_turns`, `speaker`. Fields
+  client libraries send at their defaults (`presence_penalty` 0, `tools` [], `response_format` text, ...) are
+  accepted at those values only. Which decoding: `ChatCompletionServer.decoding_options`.
 * `GET /health`.
 
 Concurrent requests are decoded together (`serving.batcher.ChatBatcher`). A bad request gets a 4xx in the API's
-error shape, `{"error": {"message", "type", "param", "code"}}`, and never reaches the model; a request body over
+error shape, `{"error": {"message", "type", "param", "code"}}`, before it joins a batch; a request body over
 `max_body_bytes` is refused (413) without being kept. A streamed reply is sent once it is decoded (in a batch), a
 word a chunk.
 """
